@@ -1,0 +1,75 @@
+"""Checkpoint files: written atomically, read with weights_only=True (never arbitrary unpickling).
+
+A checkpoint is a dict of tensors and plain Python values: model and optimizer state, the resolved
+config as a plain dict, the step, and whatever else the trainer adds (loader position, RNG states).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from minigpt.errors import ConfigError
+
+CKPT_GLOB = "ckpt_*.pt"
+
+
+def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / f"ckpt_{step:07d}.pt"
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints in a run dir, oldest first (names sort by step)."""
+    return sorted(Path(run_dir).glob(CKPT_GLOB))
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or the newest checkpoint inside a run directory."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        found = list_checkpoints(p)
+        if found:
+            return found[-1]
+        raise ConfigError(f"no checkpoint (ckpt_*.pt) in {p}: pass a run directory that finished at least one checkpoint")
+    raise ConfigError(f"checkpoint path {p} does not exist")
+
+
+def load_model(path: str | os.PathLike, map_location="cpu"):
+    """Rebuild the GPT from a checkpoint (file or run dir). Returns (model, checkpoint dict)."""
+    from omegaconf import OmegaConf
+
+    from minigpt.config import ArchConfig, ModelConfig
+    from minigpt.model import GPT
+
+    ckpt = load_checkpoint(find_checkpoint(path), map_location=map_location)
+    cfg = ckpt["config"]
+    arch = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchConfig), cfg["arch"]))
+    model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), cfg["model"]))
+    model = GPT(arch, model_cfg)
+    model.load_state_dict(ckpt["model"])
+    return model, ckpt

@@ -1,0 +1,180 @@
+"""Typed configuration: dataclasses registered in Hydra's ConfigStore.
+
+`conf/config.yaml` lists `base_config` (this schema) first in its defaults, so every preset in
+`conf/<group>/` and every command-line override is checked against these types: a misspelt key or a
+wrong type fails before any work, with Hydra naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class PosEncoding(str, Enum):
+    learned = "learned"
+    rope = "rope"
+
+
+class Norm(str, Enum):
+    layernorm = "layernorm"
+    rmsnorm = "rmsnorm"
+
+
+class MLPKind(str, Enum):
+    gelu = "gelu"
+    swiglu = "swiglu"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class ArchConfig:
+    """Architecture components; each one is an independent switch."""
+
+    name: str = "gpt2"
+    pos_encoding: PosEncoding = PosEncoding.learned
+    norm: Norm = Norm.layernorm
+    mlp: MLPKind = MLPKind.gelu
+    # Grouped-query attention: number of key/value heads (must divide model.n_head). None = n_head
+    # (plain multi-head attention). `q_per_kv` is the alternative ratio form, used when n_kv_head is None.
+    n_kv_head: Optional[int] = None
+    q_per_kv: int = 1
+    rope_theta: float = 10000.0
+    bias: bool = True  # biases in linear layers and LayerNorm (GPT-2 has them, Llama does not)
+    tie_embeddings: bool = True
+    norm_eps: float = 1e-5
+
+
+@dataclass
+class ModelConfig:
+    """Size: layers, width, heads, context."""
+
+    name: str = "tiny"
+    n_layer: int = 4
+    n_embd: int = 128
+    n_head: int = 4
+    block_size: int = 128  # context length
+    vocab_size: int = 50257
+    # Pad the embedding table to a multiple of this for faster matmuls (50257 -> 50304 at 128).
+    vocab_pad_multiple: int = 128
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the lr schedule, with llm.c's key names (defaults: llm.c's GPT-2 124M recipe)."""
+
+    name: str = "adamw"
+    learning_rate: float = 6e-4
+    warmup_iters: int = 700
+    learning_rate_decay_frac: float = 0.0  # cosine decays to learning_rate * this
+    weight_decay: float = 0.1  # applied to 2-D weights only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    fused: Optional[bool] = None  # None: fused AdamW on CUDA, plain elsewhere
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from. `kind`: shakespeare (embedded, default) | text (local files) | shards (.bin)."""
+
+    name: str = "shakespeare"
+    kind: str = "shakespeare"
+    path: Optional[str] = None  # folder, file or glob (text: .txt/.md/.jsonl; shards: .bin)
+    val_plays: List[str] = field(default_factory=lambda: ["hamlet", "the-tempest"])
+    val_fraction: float = 0.05  # text kind: the tail of the token stream held out for validation
+    jsonl_field: str = "text"
+    cache_dir: str = "${oc.env:MINIGPT_CACHE,${oc.env:HOME,.}/.cache/minigpt}/data"
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings, named like llm.c's flags."""
+
+    num_iterations: int = 200
+    batch_size: int = 8  # micro-batch (sequences per forward)
+    sequence_length: Optional[int] = None  # None: model.block_size
+    total_batch_size: Optional[int] = None  # tokens per optimizer step; None: one micro-batch
+    dtype: DType = DType.float32
+    zero_stage: int = 0
+    overfit_single_batch: bool = False
+    val_loss_every: int = 50  # 0 disables; validation also runs at the end
+    val_max_steps: int = 10  # validation batches per evaluation
+    sample_every: int = 100  # 0 disables; a sample is also generated at the end
+    sample_tokens: int = 48
+    seed: int = 1337
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    compile: bool = False
+    log_every: int = 1
+    checkpoint_every: int = 0  # 0: checkpoint only at the end
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class ClusterConfig:
+    name: str = "local"
+
+
+@dataclass
+class EvalConfig:
+    name: str = "none"
+
+
+@dataclass
+class Config:
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    experiment: Optional[str] = None  # set by conf/experiment presets, for grouping runs
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+register_configs()
+
+
+def to_container(cfg: Any) -> dict:
+    """Resolved plain-dict view of a config (for checkpoints and loggers); enums become their names."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.structured(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+
+
+def to_config(cfg: Any) -> Config:
+    """DictConfig (from Hydra) -> typed `Config` objects, resolving interpolations.
+
+    A `???` left in the config (e.g. data=text without data.path) becomes one clear ConfigError line.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue
+
+    from minigpt.errors import ConfigError
+
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as exc:
+        key = exc.full_key or "a required value"
+        raise ConfigError(f"{key} is required but not set: add {key}=... to the command line") from exc

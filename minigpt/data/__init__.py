@@ -1,0 +1,1 @@
+"""Data: tokenizer, llm.c shard format, corpora and the resumable loader."""

@@ -1,0 +1,134 @@
+"""Switchable transformer components: norm, MLP, attention (MHA/GQA), positional encoding (RoPE).
+
+Each component is picked by one field of `ArchConfig`; the block in `gpt.py` never branches on them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minigpt.config import ArchConfig, MLPKind, ModelConfig, Norm, PosEncoding
+
+
+def make_norm(arch: ArchConfig, dim: int) -> nn.Module:
+    if arch.norm == Norm.rmsnorm:
+        return nn.RMSNorm(dim, eps=arch.norm_eps)  # torch's own RMSNorm
+    return nn.LayerNorm(dim, eps=arch.norm_eps, bias=arch.bias)
+
+
+def swiglu_hidden_size(n_embd: int) -> int:
+    """SwiGLU hidden width that keeps parameters close to the 4x GELU MLP.
+
+    GELU MLP: 2 matrices of d x 4d = 8d^2. SwiGLU: 3 matrices of d x h = 3dh. Equal at h = 8d/3,
+    rounded to the nearest multiple of 64 for matmul efficiency (of 16 below width 512, where 64 is
+    too coarse). d=768 gives exactly 2048, d=1024 gives 2752.
+    """
+    multiple = 64 if n_embd >= 512 else 16
+    return max(multiple, multiple * round(8 * n_embd / 3 / multiple))
+
+
+class GeluMLP(nn.Module):
+    """GPT-2 MLP: d -> 4d -> GELU (tanh approximation, as GPT-2) -> d."""
+
+    def __init__(self, arch: ArchConfig, model: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(model.n_embd, 4 * model.n_embd, bias=arch.bias)
+        self.c_proj = nn.Linear(4 * model.n_embd, model.n_embd, bias=arch.bias)
+        self.c_proj.residual_scaled_init = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+
+class SwiGLUMLP(nn.Module):
+    """Llama MLP: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, arch: ArchConfig, model: ModelConfig):
+        super().__init__()
+        hidden = swiglu_hidden_size(model.n_embd)
+        self.gate_proj = nn.Linear(model.n_embd, hidden, bias=arch.bias)
+        self.up_proj = nn.Linear(model.n_embd, hidden, bias=arch.bias)
+        self.down_proj = nn.Linear(hidden, model.n_embd, bias=arch.bias)
+        self.down_proj.residual_scaled_init = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+MLPS = {MLPKind.gelu: GeluMLP, MLPKind.swiglu: SwiGLUMLP}
+
+
+def make_mlp(arch: ArchConfig, model: ModelConfig) -> nn.Module:
+    return MLPS[arch.mlp](arch, model)
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE in the half-split ("rotate_half") convention used by HF Llama/NeoX/Starcoder2.
+
+    Channel i is paired with channel i + head_dim/2, so exported weights need no permutation.
+    """
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        t = torch.arange(max_seq_len, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq)  # (T, head_dim/2)
+        emb = torch.cat([freqs, freqs], dim=-1)  # (T, head_dim)
+        # Not persistent: derived from config, so checkpoints stay free of it.
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate x of shape (B, H, T, head_dim); positions default to 0..T-1."""
+        T = x.size(-2)
+        cos = self.cos[:T] if positions is None else self.cos[positions]
+        sin = self.sin[:T] if positions is None else self.sin[positions]
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+def resolve_kv_heads(arch: ArchConfig, model: ModelConfig) -> int:
+    """Number of key/value heads: explicit `n_kv_head`, else n_head / q_per_kv."""
+    if arch.n_kv_head is not None:
+        return arch.n_kv_head
+    return model.n_head // max(arch.q_per_kv, 1)
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal attention with n_kv_head <= n_head key/value heads (GQA; MHA when equal).
+
+    Uses F.scaled_dot_product_attention, which picks flash / memory-efficient kernels on GPU.
+    """
+
+    def __init__(self, arch: ArchConfig, model: ModelConfig):
+        super().__init__()
+        self.n_head = model.n_head
+        self.n_kv_head = resolve_kv_heads(arch, model)
+        self.head_dim = model.n_embd // model.n_head
+        qkv_out = (self.n_head + 2 * self.n_kv_head) * self.head_dim
+        self.c_attn = nn.Linear(model.n_embd, qkv_out, bias=arch.bias)
+        self.c_proj = nn.Linear(model.n_embd, model.n_embd, bias=arch.bias)
+        self.c_proj.residual_scaled_init = True
+        self.rotary = (
+            RotaryEmbedding(self.head_dim, model.block_size, arch.rope_theta)
+            if arch.pos_encoding == PosEncoding.rope
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
+        )
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head
+        )
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))

@@ -1,0 +1,154 @@
+"""The GPT model: embeddings, a stack of pre-norm blocks, a final norm and the LM head.
+
+Which norm / MLP / attention / positional encoding is used comes from `ArchConfig`; sizes come from
+`ModelConfig`. Initialisation follows GPT-2: normal(0, 0.02), with residual output projections
+scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minigpt.config import ArchConfig, ModelConfig, PosEncoding
+from minigpt.errors import ConfigError
+from minigpt.model.components import CausalSelfAttention, make_mlp, make_norm, resolve_kv_heads
+
+
+def padded_vocab_size(model: ModelConfig) -> int:
+    m = max(model.vocab_pad_multiple, 1)
+    return m * ((model.vocab_size + m - 1) // m)
+
+
+def validate_model_config(arch: ArchConfig, model: ModelConfig) -> None:
+    """Raise ConfigError (one clear line) for shapes that cannot build."""
+    for key in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size"):
+        if getattr(model, key) <= 0:
+            raise ConfigError(f"model.{key}={getattr(model, key)} must be positive")
+    if model.n_embd % model.n_head:
+        raise ConfigError(
+            f"model.n_head={model.n_head} does not divide model.n_embd={model.n_embd}: "
+            f"pick a head count that divides the width (e.g. model.n_head={_divisor_near(model.n_embd, model.n_head)})"
+        )
+    if arch.n_kv_head is None and (arch.q_per_kv <= 0 or model.n_head % arch.q_per_kv):
+        raise ConfigError(
+            f"arch.q_per_kv={arch.q_per_kv} does not divide model.n_head={model.n_head}: "
+            "set arch.q_per_kv to a divisor of the head count, or set arch.n_kv_head"
+        )
+    n_kv = resolve_kv_heads(arch, model)
+    if n_kv <= 0 or model.n_head % n_kv:
+        raise ConfigError(
+            f"arch.n_kv_head={n_kv} does not divide model.n_head={model.n_head}: "
+            "use a key/value head count that divides the head count"
+        )
+    if arch.pos_encoding == PosEncoding.rope and (model.n_embd // model.n_head) % 2:
+        raise ConfigError(f"RoPE needs an even head dimension, got {model.n_embd // model.n_head}: change model.n_head")
+
+
+def _divisor_near(n: int, k: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - k))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, arch: ArchConfig, model: ModelConfig):
+        super().__init__()
+        self.ln_1 = make_norm(arch, model.n_embd)
+        self.attn = CausalSelfAttention(arch, model)
+        self.ln_2 = make_norm(arch, model.n_embd)
+        self.mlp = make_mlp(arch, model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, arch: ArchConfig, model: ModelConfig):
+        super().__init__()
+        validate_model_config(arch, model)
+        self.arch, self.model_config = arch, model
+        self.block_size = model.block_size
+        self.vocab_size = model.vocab_size
+        self.padded_vocab_size = padded_vocab_size(model)
+        self.wte = nn.Embedding(self.padded_vocab_size, model.n_embd)
+        self.wpe = nn.Embedding(model.block_size, model.n_embd) if arch.pos_encoding == PosEncoding.learned else None
+        self.h = nn.ModuleList(Block(arch, model) for _ in range(model.n_layer))
+        self.ln_f = make_norm(arch, model.n_embd)
+        self.lm_head = nn.Linear(model.n_embd, self.padded_vocab_size, bias=False)
+        if arch.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # tied input/output embeddings
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = 0.02
+            if getattr(module, "residual_scaled_init", False):
+                std /= math.sqrt(2 * self.model_config.n_layer)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx: (B, T) token ids. Returns logits (B, T, vocab_size) and, with targets, the mean loss.
+
+        Logits are cut back to the real vocabulary, so padded ids never get probability mass.
+        """
+        B, T = idx.shape
+        if T > self.block_size:
+            raise ValueError(f"sequence length {T} exceeds the model context {self.block_size}")
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))
+        for block in self.h:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))[..., : self.vocab_size]
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (tied weights once). non_embedding drops token and position tables."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), PaLM appendix B style.
+
+        6 * N for the matmuls over all weights that multiply activations (the LM head included,
+        the position table excluded) plus 12 * n_layer * n_embd * T for the attention scores.
+        """
+        T = seq_len or self.block_size
+        n = self.num_params() - (self.wpe.weight.numel() if self.wpe is not None else 0)
+        cfg = self.model_config
+        return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * T
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = 50,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample continuations; temperature 0 means greedy."""
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -self.block_size:])
+            logits = logits[:, -1, :].float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float("inf")
+                probs = F.softmax(logits, dim=-1)
+                nxt = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx

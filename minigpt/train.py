@@ -1,0 +1,41 @@
+"""The one training entrypoint: `python -m minigpt.train arch=swiglu_gqa_rope model=d12 ...`.
+
+Runs locally, under torchrun, or on SLURM through Hydra's submitit launcher (`cluster=...`); the run
+directory is Hydra's (`hydra.run.dir`, under outputs/ by default) and holds metrics.jsonl,
+checkpoints and the resolved config in .hydra/.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import minigpt.config  # noqa: F401 - registers the typed schema (base_config) with Hydra
+from minigpt.config import to_config
+from minigpt.errors import ConfigError
+
+log = logging.getLogger("minigpt")
+
+
+def run(cfg: DictConfig, run_dir: str) -> dict:
+    """Build a Trainer from a composed config and train; returns the final metrics."""
+    from minigpt.trainer import Trainer  # imported here so --help and config errors stay fast
+
+    return Trainer(to_config(cfg), run_dir).fit()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict:
+    try:
+        return run(cfg, HydraConfig.get().runtime.output_dir)
+    except ConfigError as exc:
+        log.error(f"error: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The training loop: gradient accumulation, mixed precision, clipping, periodic tasks, checkpoints.
+
+`Trainer(cfg, run_dir).fit()` is all an entrypoint calls. Everything optional (validation, samples,
+HellaSwag, extra loggers) runs as a `PeriodicTask` or a logger chosen by config, so the loop itself
+never branches on features.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from minigpt.checkpoint import checkpoint_path, save_checkpoint
+from minigpt.config import Config, to_container
+from minigpt.data.corpus import prepare_splits
+from minigpt.data.loader import DataLoader
+from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
+from minigpt.errors import ConfigError
+from minigpt.loggers import build_loggers
+from minigpt.model import GPT, validate_model_config
+from minigpt.optim import build_optimizer, lr_at
+from minigpt.rng import get_rng_state, set_rng_state
+from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything
+
+log = logging.getLogger("minigpt")
+
+
+@dataclass
+class PeriodicTask:
+    """Runs every `every` steps (if > 0) and after the last step; returns metrics to log."""
+
+    name: str
+    every: int
+    run: Callable[["Trainer"], dict]
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or (self.every > 0 and step % self.every == 0)
+
+
+def validate_train_config(cfg: Config) -> int:
+    """Check the run's shape before any compute; returns the gradient-accumulation steps."""
+    validate_model_config(cfg.arch, cfg.model)
+    tc = cfg.train
+    seq_len = tc.sequence_length or cfg.model.block_size
+    if seq_len > cfg.model.block_size:
+        raise ConfigError(
+            f"train.sequence_length={seq_len} is longer than the model context model.block_size={cfg.model.block_size}: "
+            "lower the sequence length or raise the block size"
+        )
+    if tc.num_iterations <= 0 or tc.batch_size <= 0:
+        raise ConfigError("train.num_iterations and train.batch_size must be positive")
+    micro_tokens = tc.batch_size * seq_len
+    total = tc.total_batch_size or micro_tokens
+    if total % micro_tokens:
+        raise ConfigError(
+            f"train.total_batch_size={total} is not a multiple of batch_size * sequence_length = {micro_tokens}: "
+            f"use a multiple such as {micro_tokens * max(1, round(total / micro_tokens))}"
+        )
+    return total // micro_tokens
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: str | Path, extra_tasks: list[PeriodicTask] | None = None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        tc = cfg.train
+        self.grad_accum = validate_train_config(cfg)
+        self.seq_len = tc.sequence_length or cfg.model.block_size
+        self.device = pick_device(tc.device)
+        configure_backends(self.device)
+        seed_everything(tc.seed)
+
+        train_files, val_files = prepare_splits(cfg.data, log=log.info)
+        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.seed, split="train")
+        self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val")
+        self._fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
+
+        self.raw_model = GPT(cfg.arch, cfg.model).to(self.device)
+        self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model
+        self.optimizer = build_optimizer(self.raw_model, cfg.optim, self.device.type)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=str(tc.dtype.value) == "float16")
+        self.autocast = lambda: autocast_context(self.device, tc.dtype.value)
+        self.step, self.tokens_seen = 0, 0
+        self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len
+        self.tasks = [
+            PeriodicTask("val", tc.val_loss_every, Trainer.validate),
+            PeriodicTask("sample", tc.sample_every, Trainer.sample),
+            *(extra_tasks or []),
+        ]
+        self.logger = None  # opened in fit(), so building a Trainer writes nothing
+
+    # ------------------------------------------------------------------ steps
+
+    def next_train_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._fixed_batch if self._fixed_batch is not None else self.train_loader.next_batch()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_step(self) -> dict:
+        t0 = time.perf_counter()
+        lr = lr_at(self.step, self.cfg.optim, self.cfg.train.num_iterations)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=self.device)
+        for _ in range(self.grad_accum):
+            x, y = self.next_train_batch()
+            with self.autocast():
+                _, loss = self.model(x, y)
+            loss = loss / self.grad_accum  # mean over the whole optimizer batch
+            loss_sum += loss.detach()
+            self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        return {
+            "train/loss": loss_sum.item(),
+            "train/lr": lr,
+            "train/grad_norm": grad_norm.item(),
+            "train/tokens": self.tokens_seen,
+            "train/ms_per_step": dt * 1000,
+            "train/tokens_per_s": self.tokens_per_step / dt,
+        }
+
+    # ------------------------------------------------------------------ periodic tasks
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        self.model.eval()
+        self.val_loader.reset()
+        steps = min(self.cfg.train.val_max_steps, len(self.val_loader.chunks) // self.val_loader.B)
+        total = torch.zeros((), device=self.device)
+        for _ in range(steps):
+            x, y = self.val_loader.next_batch()
+            with self.autocast():
+                _, loss = self.model(x.to(self.device), y.to(self.device))
+            total += loss.float()
+        self.model.train()
+        val_loss = (total / steps).item()
+        log.info(f"step {self.step:6d} | val loss {val_loss:.4f}")
+        return {"val/loss": val_loss}
+
+    @torch.no_grad()
+    def sample(self) -> dict:
+        """A short continuation of an EOT token; its own RNG, so sampling never shifts training randomness."""
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + self.step)
+        self.raw_model.eval()
+        start = torch.tensor([[EOT_TOKEN]], device=self.device)
+        with self.autocast():
+            out = self.raw_model.generate(start, self.cfg.train.sample_tokens, temperature=1.0, top_k=50, generator=gen)
+        self.raw_model.train()
+        text = get_gpt2_encoding().decode(out[0, 1:].tolist())
+        log.info(f"step {self.step:6d} | sample: {text!r}")
+        return {"sample/text": text}
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "train_loader": self.train_loader.state_dict(),
+            "rng": get_rng_state(),
+            "config": to_container(self.cfg),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.raw_model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        self.train_loader.load_state_dict(state["train_loader"])
+        set_rng_state(state["rng"])
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, self.step))
+        log.info(f"step {self.step:6d} | checkpoint {path}")
+        return path
+
+    # ------------------------------------------------------------------ loop
+
+    def describe(self) -> str:
+        m = self.raw_model
+        return (
+            f"arch={self.cfg.arch.name} model={self.cfg.model.name} | params {m.num_params() / 1e6:.2f}M "
+            f"(non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
+            f"FLOPs/token {m.flops_per_token(self.seq_len) / 1e6:.1f}M | device {self.device} "
+            f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum})"
+        )
+
+    def fit(self) -> dict:
+        tc = self.cfg.train
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = build_loggers(self.cfg, self.run_dir, warn=log.warning)
+        log.info(self.describe())
+        final: dict = {}
+        try:
+            while self.step < tc.num_iterations:
+                metrics = self.train_step()
+                last = self.step == tc.num_iterations
+                if self.step % tc.log_every == 0 or last:
+                    self.logger.log(metrics, self.step)
+                    log.info(
+                        f"step {self.step:6d}/{tc.num_iterations} | loss {metrics['train/loss']:.4f} | "
+                        f"lr {metrics['train/lr']:.2e} | norm {metrics['train/grad_norm']:.3f} | "
+                        f"{metrics['train/ms_per_step']:.1f} ms | {metrics['train/tokens_per_s']:,.0f} tok/s"
+                    )
+                for task in self.tasks:
+                    if task.due(self.step, last):
+                        out = task.run(self)
+                        self.logger.log(out, self.step)
+                        final.update(out)
+                if last or (tc.checkpoint_every > 0 and self.step % tc.checkpoint_every == 0):
+                    self.save()
+                final.update(metrics)
+        finally:
+            self.logger.finish()
+        return final

@@ -1,0 +1,67 @@
+"""Shared test helpers: a session token cache, Hydra composition, tiny configs, the shared data dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# A tiny shape that trains in well under a second per step on 2 CPU cores.
+TINY = [
+    "model.n_layer=2",
+    "model.n_embd=64",
+    "model.n_head=4",
+    "model.block_size=64",
+    "train.batch_size=4",
+    "train.val_max_steps=4",
+    "train.sample_tokens=8",
+    "train.device=cpu",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def token_cache(tmp_path_factory):
+    """One token cache for the whole session, so the corpus is tokenized once."""
+    cache = tmp_path_factory.mktemp("minigpt-cache")
+    old = os.environ.get("MINIGPT_CACHE")
+    os.environ["MINIGPT_CACHE"] = str(cache)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    yield cache
+    if old is None:
+        os.environ.pop("MINIGPT_CACHE", None)
+    else:
+        os.environ["MINIGPT_CACHE"] = old
+
+
+def compose_config(overrides: list[str] = (), config_name: str = "config"):
+    """Compose the primary config through Hydra's compose API (no run dir, no logging setup)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def tiny_config(*overrides: str):
+    """Typed Config of a tiny model with extra overrides applied last."""
+    from minigpt.config import to_config
+
+    return to_config(compose_config([*TINY, *overrides]))
+
+
+def run_cli(args: list[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` in a subprocess, as a user would."""
+    env = {**os.environ, **(env_extra or {})}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]

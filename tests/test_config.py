@@ -1,0 +1,95 @@
+"""Every preset composes through Hydra; typos and wrong types fail before any work."""
+
+import itertools
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+from minigpt.config import Config, to_config
+from tests.conftest import CONF_DIR, compose_config
+
+ARCHS = sorted(p.stem for p in (CONF_DIR / "arch").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+OPTIMS = sorted(p.stem for p in (CONF_DIR / "optim").glob("*.yaml"))
+
+
+def test_seed_presets_exist():
+    assert {"gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"} <= set(ARCHS)
+    assert {"tiny", "d12", "d12_ctx2048_emb1024", "d24"} <= set(MODELS)
+    assert {"adamw", "seed_standard"} <= set(OPTIMS)
+
+
+@pytest.mark.parametrize("arch,model,optim", list(itertools.product(ARCHS, MODELS, OPTIMS)))
+def test_every_preset_composes_typed(arch, model, optim):
+    cfg = to_config(compose_config([f"arch={arch}", f"model={model}", f"optim={optim}"]))
+    assert isinstance(cfg, Config)
+    assert cfg.arch.name == arch and cfg.model.name == model and cfg.optim.name == optim
+
+
+def test_arch_components():
+    cfg = to_config(compose_config(["arch=swiglu_gqa_rope"]))
+    assert (cfg.arch.pos_encoding.value, cfg.arch.norm.value, cfg.arch.mlp.value) == ("rope", "rmsnorm", "swiglu")
+    assert cfg.arch.q_per_kv > 1
+    base = to_config(compose_config(["arch=gpt2"]))
+    assert (base.arch.pos_encoding.value, base.arch.norm.value, base.arch.mlp.value) == ("learned", "layernorm", "gelu")
+    mixed = to_config(compose_config(["arch=gpt2", "arch.norm=rmsnorm", "arch.mlp=swiglu"]))
+    assert (mixed.arch.norm.value, mixed.arch.mlp.value, mixed.arch.pos_encoding.value) == ("rmsnorm", "swiglu", "learned")
+
+
+def test_llmc_defaults_and_seed_standard_experiment():
+    cfg = to_config(compose_config([]))
+    assert (cfg.optim.learning_rate, cfg.optim.warmup_iters, cfg.optim.weight_decay) == (6e-4, 700, 0.1)
+    assert (cfg.optim.beta1, cfg.optim.beta2, cfg.optim.grad_clip) == (0.9, 0.95, 1.0)
+    seed = to_config(compose_config(["experiment=seed_standard"]))
+    assert seed.train.batch_size == 16 and seed.train.dtype.value == "float16" and seed.train.zero_stage == 1
+    assert (seed.optim.learning_rate, seed.optim.warmup_iters, seed.optim.learning_rate_decay_frac) == (0.004, 1500, 0.85)
+    assert seed.train.overfit_single_batch is False and seed.optim.weight_decay == 0.1
+
+
+def test_d12_is_gpt2_124m_shape():
+    from minigpt.model import GPT
+
+    cfg = to_config(compose_config(["model=d12"]))
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.block_size) == (12, 768, 12, 1024)
+    n = GPT(cfg.arch, cfg.model).num_params()
+    assert 124e6 < n < 125e6  # llm.c's 124,475,904 with the padded vocabulary
+
+
+def test_misspelt_key_fails_naming_it():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["train.batchsize=3"])
+    assert "batchsize" in str(err.value) + str(err.value.__cause__)
+
+
+def test_wrong_type_fails():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["train.num_iterations=abc"])
+    assert isinstance(err.value.__cause__, ValidationError)
+
+
+def test_bad_component_value_lists_choices():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["arch.norm=rmsnrom"])
+    assert "layernorm" in str(err.value.__cause__) and "rmsnorm" in str(err.value.__cause__)
+
+
+def test_unknown_preset_fails():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="arch/foo"):
+        compose_config(["arch=foo"])
+
+
+def test_preset_with_typo_key_fails(tmp_path):
+    """A yaml preset is checked against the schema too: unknown keys in a group file are errors."""
+    import shutil
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "arch" / "typo.yaml").write_text("name: typo\nnrom: rmsnorm\n")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+            compose(config_name="config", overrides=["arch=typo"])
