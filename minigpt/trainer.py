@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -26,20 +24,9 @@ from minigpt.model import GPT, validate_model_config
 from minigpt.optim import build_optimizer, lr_at
 from minigpt.rng import get_rng_state, set_rng_state
 from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything
+from minigpt.tasks import PeriodicTask, build_eval_tasks
 
 log = logging.getLogger("minigpt")
-
-
-@dataclass
-class PeriodicTask:
-    """Runs every `every` steps (if > 0) and after the last step; returns metrics to log."""
-
-    name: str
-    every: int
-    run: Callable[["Trainer"], dict]
-
-    def due(self, step: int, last: bool) -> bool:
-        return last or (self.every > 0 and step % self.every == 0)
 
 
 def validate_train_config(cfg: Config) -> int:
@@ -89,6 +76,7 @@ class Trainer:
         self.tasks = [
             PeriodicTask("val", tc.val_loss_every, Trainer.validate),
             PeriodicTask("sample", tc.sample_every, Trainer.sample),
+            *build_eval_tasks(cfg),
             *(extra_tasks or []),
         ]
         self.logger = None  # opened in fit(), so building a Trainer writes nothing

@@ -1,0 +1,38 @@
+"""Periodic tasks run by the trainer between steps (validation, samples, evaluations).
+
+`EVAL_TASKS` maps `cfg.eval.name` to a factory returning extra tasks, so an evaluation is added by
+registering a factory here, never by editing the training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from minigpt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from minigpt.trainer import Trainer
+
+
+@dataclass
+class PeriodicTask:
+    """Runs every `every` steps (if > 0) and after the last step; returns metrics to log."""
+
+    name: str
+    every: int
+    run: Callable[["Trainer"], dict]
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or (self.every > 0 and step % self.every == 0)
+
+
+# cfg.eval.name -> factory(cfg) -> list of PeriodicTask
+EVAL_TASKS: dict[str, Callable] = {"none": lambda cfg: []}
+
+
+def build_eval_tasks(cfg) -> list[PeriodicTask]:
+    name = cfg.eval.name
+    if name not in EVAL_TASKS:
+        raise ConfigError(f"unknown eval={name!r}: choose one of {sorted(EVAL_TASKS)}")
+    return EVAL_TASKS[name](cfg)
