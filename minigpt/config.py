@@ -116,6 +116,7 @@ class TrainConfig:
     compile: bool = False
     log_every: int = 1
     checkpoint_every: int = 0  # 0: checkpoint only at the end
+    peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
 
 
 @dataclass

@@ -22,6 +22,7 @@ from minigpt.errors import ConfigError
 from minigpt.loggers import build_loggers
 from minigpt.model import GPT, validate_model_config
 from minigpt.optim import build_optimizer, lr_at
+from minigpt.perf import device_name, mfu, peak_flops
 from minigpt.rng import get_rng_state, set_rng_state
 from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything
 from minigpt.tasks import PeriodicTask, build_eval_tasks
@@ -73,6 +74,8 @@ class Trainer:
         self.autocast = lambda: autocast_context(self.device, tc.dtype.value)
         self.step, self.tokens_seen = 0, 0
         self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len
+        self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
+        self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
         self.tasks = [
             PeriodicTask("val", tc.val_loss_every, Trainer.validate),
             PeriodicTask("sample", tc.sample_every, Trainer.sample),
@@ -111,7 +114,7 @@ class Trainer:
         dt = time.perf_counter() - t0
         self.step += 1
         self.tokens_seen += self.tokens_per_step
-        return {
+        metrics = {
             "train/loss": loss_sum.item(),
             "train/lr": lr,
             "train/grad_norm": grad_norm.item(),
@@ -119,6 +122,10 @@ class Trainer:
             "train/ms_per_step": dt * 1000,
             "train/tokens_per_s": self.tokens_per_step / dt,
         }
+        utilisation = mfu(self.flops_per_token, metrics["train/tokens_per_s"], self.peak_flops)
+        if utilisation is not None:
+            metrics["train/mfu"] = utilisation
+        return metrics
 
     # ------------------------------------------------------------------ periodic tasks
 
@@ -185,7 +192,7 @@ class Trainer:
         return (
             f"arch={self.cfg.arch.name} model={self.cfg.model.name} | params {m.num_params() / 1e6:.2f}M "
             f"(non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
-            f"FLOPs/token {m.flops_per_token(self.seq_len) / 1e6:.1f}M | device {self.device} "
+            f"FLOPs/token {self.flops_per_token / 1e6:.1f}M | device {self.device} "
             f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum})"
         )
 

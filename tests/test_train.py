@@ -106,3 +106,12 @@ def test_cli_trains_writes_run_dir_and_reports_bad_input_in_one_line(tmp_path):
 
     unknown = run_cli(["minigpt.train", "arch=nope"], cwd=tmp_path)
     assert unknown.returncode != 0 and "Could not find 'arch/nope'" in unknown.stderr
+
+
+def test_mfu_is_logged_against_a_given_peak(tmp_path):
+    cfg = tiny_config(*FAST, "train.num_iterations=2", "train.val_loss_every=0", "train.peak_flops=1e12")
+    trainer = Trainer(cfg, tmp_path)
+    trainer.fit()
+    rows = [r for r in read_metrics(tmp_path) if "train/loss" in r]
+    for r in rows:
+        assert r["train/mfu"] == pytest.approx(trainer.flops_per_token * r["train/tokens_per_s"] / 1e12)
