@@ -115,7 +115,9 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     compile: bool = False
     log_every: int = 1
-    checkpoint_every: int = 0  # 0: checkpoint only at the end
+    checkpoint_every: int = 0  # 0: checkpoint only at the end (and on SIGTERM/SIGUSR1/SIGUSR2)
+    keep_checkpoints: int = 3  # keep the newest K checkpoints; 0 keeps all
+    resume: str = "auto"  # auto: newest valid checkpoint in the run dir | never | <checkpoint file or run dir>
     peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
 
 

@@ -71,7 +71,9 @@ class MultiLogger:
 LOGGERS: dict[str, Callable] = {"none": lambda cfg, run_dir: None}
 
 
-def build_loggers(cfg, run_dir: str | os.PathLike, warn: Callable[[str], None] = print) -> MultiLogger:
+def build_loggers(cfg, run_dir: str | os.PathLike, warn: Callable[[str], None] = print,
+                  run_id: str | None = None) -> MultiLogger:
+    """`run_id`: the logger run a resumed run continues (stored in checkpoints); ignored by `none`."""
     from minigpt.errors import ConfigError
 
     name = cfg.logger.name

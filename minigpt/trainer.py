@@ -23,6 +23,7 @@ from minigpt.loggers import build_loggers
 from minigpt.model import GPT, validate_model_config
 from minigpt.optim import build_optimizer, lr_at
 from minigpt.perf import device_name, mfu, peak_flops
+from minigpt.resume import Checkpointer, resume_trainer
 from minigpt.rng import get_rng_state, set_rng_state
 from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything
 from minigpt.tasks import PeriodicTask, build_eval_tasks
@@ -170,6 +171,7 @@ class Trainer:
             "train_loader": self.train_loader.state_dict(),
             "rng": get_rng_state(),
             "config": to_container(self.cfg),
+            "logger_run_id": getattr(self.logger, "run_id", None),  # a resumed run continues the same logger run
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -199,9 +201,11 @@ class Trainer:
     def fit(self) -> dict:
         tc = self.cfg.train
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.logger = build_loggers(self.cfg, self.run_dir, warn=log.warning)
+        run_id = resume_trainer(self)  # before the loggers open, so they continue the checkpoint's run
+        self.logger = build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=run_id)
         log.info(self.describe())
         final: dict = {}
+        checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints).install()
         try:
             while self.step < tc.num_iterations:
                 metrics = self.train_step()
@@ -218,9 +222,9 @@ class Trainer:
                         out = task.run(self)
                         self.logger.log(out, self.step)
                         final.update(out)
-                if last or (tc.checkpoint_every > 0 and self.step % tc.checkpoint_every == 0):
-                    self.save()
                 final.update(metrics)
+                checkpoints.after_step(self, last)  # periodic, final, or asked for by a signal
         finally:
+            checkpoints.uninstall()
             self.logger.finish()
         return final
