@@ -60,12 +60,20 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
 
 
 def load_model(path: str | os.PathLike, map_location="cpu"):
-    """Rebuild the GPT from a checkpoint (file or run dir). Returns (model, checkpoint dict)."""
+    """Rebuild the GPT from a checkpoint (file or run dir). Returns (model, checkpoint dict).
+
+    A Hugging Face GPT-2 folder (config.json with model_type gpt2) is imported too, so everything that
+    loads checkpoints (evaluation, export) also runs on e.g. OpenAI's GPT-2 weights saved locally.
+    """
     from omegaconf import OmegaConf
 
     from minigpt.config import ArchConfig, ModelConfig
+    from minigpt.hf.importer import checkpoint_state, from_pretrained_gpt2, is_hf_gpt2_dir
     from minigpt.model import GPT
 
+    if is_hf_gpt2_dir(path):
+        model = from_pretrained_gpt2(path).to(map_location)
+        return model, checkpoint_state(model)
     ckpt = load_checkpoint(find_checkpoint(path), map_location=map_location)
     cfg = ckpt["config"]
     arch = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ArchConfig), cfg["arch"]))
