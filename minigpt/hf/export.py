@@ -65,7 +65,9 @@ def save_tokenizer(out_dir: str | Path, model_max_length: int) -> None:
 
 
 def export_model(model, out_dir: str | Path, dtype: str = "float32", verify: bool = True) -> dict:
-    """Convert `model` (a minigpt GPT) and write the folder. Returns a small report dict.
+    """Convert `model` (a minigpt GPT; moved to float32 on CPU in place) and write the folder.
+
+    Returns a small report: hf_class, dtype, out_dir and max_logit_diff (when verified).
 
     verify=True compares logits against minigpt before writing and refuses to write a model that
     disagrees (max abs diff above VERIFY_TOLERANCE).
