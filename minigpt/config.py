@@ -132,8 +132,23 @@ class ClusterConfig:
 
 
 @dataclass
+class HellaSwagConfig:
+    """HellaSwag validation (minigpt/eval/): where the data comes from, how often, how much."""
+
+    path: Optional[str] = None  # a hellaswag_val.jsonl; None: the cache, then a verified download
+    cache_dir: str = "${oc.env:MINIGPT_CACHE,${oc.env:HOME,.}/.cache/minigpt}/hellaswag"
+    download: bool = True  # fetch the official file (sha256-checked) when it is not cached
+    url: str = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"  # or a mirror
+    every: int = 250  # steps between evaluations in training; 0: only after the last step
+    limit: Optional[int] = None  # the first N examples only (CPU runs); None: all 10042
+    batch_size: int = 64  # (context, ending) rows per forward pass; 4 rows per example
+    protocols: List[str] = field(default_factory=lambda: ["llmc", "harness"])
+
+
+@dataclass
 class EvalConfig:
     name: str = "none"
+    hellaswag: HellaSwagConfig = field(default_factory=HellaSwagConfig)
 
 
 @dataclass

@@ -32,6 +32,8 @@ EVAL_TASKS: dict[str, Callable] = {"none": lambda cfg: []}
 
 
 def build_eval_tasks(cfg) -> list[PeriodicTask]:
+    import minigpt.eval  # noqa: F401 - registers the evaluation factories (imported here: no import cycle)
+
     name = cfg.eval.name
     if name not in EVAL_TASKS:
         raise ConfigError(f"unknown eval={name!r}: choose one of {sorted(EVAL_TASKS)}")

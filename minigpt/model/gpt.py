@@ -96,9 +96,17 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx: (B, T) token ids. Returns logits (B, T, vocab_size) and, with targets, the mean loss.
+        """idx: (B, T) token ids. Returns logits (B, T, vocab_size) and, with targets, the mean loss."""
+        logits = self.head(self.body(idx))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
 
-        Logits are cut back to the real vocabulary, so padded ids never get probability mass.
+    def body(self, idx: torch.Tensor) -> torch.Tensor:
+        """Everything but the LM head: the final-norm hidden states (B, T, n_embd).
+
+        Split from `head` so scorers (HellaSwag) can apply the vocab-sized head only where they need it.
         """
         B, T = idx.shape
         if T > self.block_size:
@@ -108,11 +116,11 @@ class GPT(nn.Module):
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for block in self.h:
             x = block(x)
-        logits = self.lm_head(self.ln_f(x))[..., : self.vocab_size]
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return self.ln_f(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden states -> logits, cut back to the real vocabulary (padded ids never get probability mass)."""
+        return self.lm_head(x)[..., : self.vocab_size]
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights once). non_embedding drops token and position tables."""

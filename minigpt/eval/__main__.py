@@ -1,0 +1,77 @@
+"""Standalone HellaSwag: `python -m minigpt.eval <checkpoint or run dir> [eval.hellaswag.limit=N ...]`.
+
+The model can also be a Hugging Face GPT-2 folder (what `minigpt.checkpoint.load_model` accepts).
+
+Overrides use the training config's keys (typed: a typo fails at once), e.g. eval.hellaswag.path=...,
+eval.hellaswag.protocols=[harness], eval.hellaswag.batch_size=128, train.device=cuda,
+train.dtype=bfloat16. Prints one row per protocol: acc, acc_norm, examples, examples/second.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from minigpt.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+USAGE = "usage: python -m minigpt.eval <checkpoint.pt or run dir> [eval.hellaswag.limit=N] [key=value ...]"
+
+
+def compose_eval_config(overrides: list[str]):
+    """The typed Config with eval=hellaswag and the user's overrides applied."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from minigpt.config import to_config
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return to_config(compose(config_name="config", overrides=["eval=hellaswag", *overrides]))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError("; ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from None
+
+
+def format_table(results: dict[str, dict]) -> str:
+    lines = [f"{'protocol':<10} {'acc':>7} {'acc_norm':>9} {'n':>7} {'examples/s':>11}"]
+    for name, r in results.items():
+        lines.append(f"{name:<10} {r['acc']:>7.4f} {r['acc_norm']:>9.4f} {r['n']:>7d} {r['examples_per_s']:>11.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or "=" in argv[0]:
+        print(USAGE + "\n\n" + (__doc__ or ""))
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    from minigpt.checkpoint import load_model
+    from minigpt.eval.hellaswag_data import load_hellaswag
+    from minigpt.eval.task import check_hellaswag_config, run_protocols
+    from minigpt.runtime import pick_device
+
+    cfg = compose_eval_config(argv[1:])
+    hc = cfg.eval.hellaswag
+    check_hellaswag_config(hc)
+    device = pick_device(cfg.train.device)
+    model, ckpt = load_model(argv[0], map_location="cpu")  # a checkpoint, a run dir or an HF GPT-2 folder
+    model.to(device)
+    examples = load_hellaswag(hc, log=print)
+    examples = examples[: hc.limit] if hc.limit else examples
+    print(f"model {argv[0]} (step {ckpt.get('step', '?')}) | {len(examples)} examples | device {device} "
+          f"| dtype {cfg.train.dtype.value}")
+    results = run_protocols(model, examples, hc, device, cfg.train.dtype.value, progress=True)
+    print(format_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    from minigpt.eval.hellaswag_data import HellaSwagUnavailable
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        main()
+    except (ConfigError, HellaSwagUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
