@@ -123,12 +123,24 @@ class TrainConfig:
 
 @dataclass
 class LoggerConfig:
+    """Extra metrics destination besides metrics.jsonl: `none` or `wandb` (see minigpt/wandb_logger.py)."""
+
     name: str = "none"
+    project: str = "minigpt"
+    entity: Optional[str] = None  # W&B team or user; None: the API key's default entity
+    group: Optional[str] = None  # None: the sweep's name under --multirun, else `experiment`
+    job_type: Optional[str] = None  # None: the arch preset's name
+    tags: List[str] = field(default_factory=list)  # added to the automatic arch=/model= tags
+    mode: Optional[str] = None  # online | offline | disabled; None: follow WANDB_MODE (default online)
+    dir: Optional[str] = None  # where the wandb/ folder goes; None: the run directory
 
 
 @dataclass
 class ClusterConfig:
     name: str = "local"
+    # What one GPU-hour costs here, for the comparison report and W&B (dollars, HPRC service units...).
+    gpu_hour_cost: float = 0.0
+    cost_unit: str = "USD"
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Where metrics go: the local metrics.jsonl (always, the source of truth) plus optional loggers.
 
 A logger implements `log(metrics, step)` and `finish()`. `build_loggers` picks extra loggers by
-`cfg.logger.name` from `LOGGERS`; a failing extra logger is reported once and dropped, so logging
-can never stop training.
+`cfg.logger.name` from `LOGGERS`; an extra logger that fails to start, log or finish is reported once
+and dropped, so logging can never stop training. An extra logger may expose `run_id` (W&B's run id):
+the trainer stores it in checkpoints and passes it back on resume, so the same tracked run continues.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def _jsonable(v):
 class MultiLogger:
     def __init__(self, primary: Logger, extras: list[Logger], warn: Callable[[str], None] = print):
         self.primary, self.extras, self.warn = primary, list(extras), warn
+        # The tracked run's id (None without an extra logger that has one), for checkpoints and resume.
+        self.run_id = next((lg.run_id for lg in self.extras if getattr(lg, "run_id", None)), None)
+
+    def add(self, logger: Logger) -> None:
+        self.extras.append(logger)
 
     def log(self, metrics: dict, step: int) -> None:
         self.primary.log(metrics, step)
@@ -67,17 +73,30 @@ class MultiLogger:
         self.primary.finish()
 
 
-# name -> factory(cfg, run_dir) returning a Logger
-LOGGERS: dict[str, Callable] = {"none": lambda cfg, run_dir: None}
+def _wandb(cfg, run_dir, run_id=None, warn=print):
+    from minigpt.wandb_logger import create_wandb_logger  # imported on use: wandb is slow to import
+
+    return create_wandb_logger(cfg, run_dir, run_id=run_id, warn=warn)
 
 
-def build_loggers(cfg, run_dir: str | os.PathLike, warn: Callable[[str], None] = print,
-                  run_id: str | None = None) -> MultiLogger:
-    """`run_id`: the logger run a resumed run continues (stored in checkpoints); ignored by `none`."""
+# name -> factory(cfg, run_dir, run_id=None, warn=print) returning a Logger or None
+LOGGERS: dict[str, Callable] = {"none": lambda cfg, run_dir, run_id=None, warn=print: None, "wandb": _wandb}
+
+
+def build_loggers(
+    cfg, run_dir: str | os.PathLike, warn: Callable[[str], None] = print, run_id: str | None = None
+) -> MultiLogger:
+    """metrics.jsonl plus the `cfg.logger.name` logger; `run_id` continues an earlier tracked run."""
     from minigpt.errors import ConfigError
 
     name = cfg.logger.name
     if name not in LOGGERS:
         raise ConfigError(f"unknown logger={name!r}: choose one of {sorted(LOGGERS)}")
-    extra = LOGGERS[name](cfg, run_dir)
+    try:
+        extra = LOGGERS[name](cfg, run_dir, run_id=run_id, warn=warn)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a tracking service that cannot start must not stop training
+        warn(f"logger {name} failed to start ({type(exc).__name__}: {exc}); continuing with metrics.jsonl only")
+        extra = None
     return MultiLogger(JsonlLogger(Path(run_dir) / "metrics.jsonl"), [extra] if extra else [], warn)

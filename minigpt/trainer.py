@@ -25,6 +25,7 @@ from minigpt.optim import build_optimizer, lr_at
 from minigpt.perf import device_name, mfu, peak_flops
 from minigpt.resume import Checkpointer, resume_trainer
 from minigpt.rng import get_rng_state, set_rng_state
+from minigpt.run_record import RunRecord
 from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything
 from minigpt.tasks import PeriodicTask, build_eval_tasks
 
@@ -203,6 +204,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         run_id = resume_trainer(self)  # before the loggers open, so they continue the checkpoint's run
         self.logger = build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=run_id)
+        record = RunRecord(self)  # run_summary.json: status, wall time, GPU-hours, cost
+        self.logger.add(record)
         log.info(self.describe())
         final: dict = {}
         checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints).install()
@@ -224,7 +227,11 @@ class Trainer:
                         final.update(out)
                 final.update(metrics)
                 checkpoints.after_step(self, last)  # periodic, final, or asked for by a signal
+        except BaseException as exc:
+            record.fail(exc)
+            raise
         finally:
             checkpoints.uninstall()
+            self.logger.log(record.close(self.step, self.tokens_seen), self.step)
             self.logger.finish()
         return final

@@ -33,8 +33,14 @@ def token_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("minigpt-cache")
     old = os.environ.get("MINIGPT_CACHE")
     os.environ["MINIGPT_CACHE"] = str(cache)
-    os.environ.setdefault("WANDB_MODE", "offline")
+    # logger=wandb is the default: tests record nothing unless they opt in (tests/test_tracking.py does).
+    old_mode = os.environ.get("WANDB_MODE")
+    os.environ["WANDB_MODE"] = "disabled"
     yield cache
+    if old_mode is None:
+        os.environ.pop("WANDB_MODE", None)
+    else:
+        os.environ["WANDB_MODE"] = old_mode
     if old is None:
         os.environ.pop("MINIGPT_CACHE", None)
     else:

@@ -1,0 +1,121 @@
+"""run_summary.json: a run's status, wall time, hardware and cost — what metrics.jsonl cannot say.
+
+The trainer writes it when training starts (status `running`), refreshes it about once a minute while
+logging (so a killed run still shows how long it ran), and rewrites it at the end: `finished`,
+`failed` (an exception, named in `error`) or `interrupted` (Ctrl-C, or stopped before the last step
+to be requeued). A resumed run adds its wall time to the earlier segments'. GPU-hours are wall time
+times the number of GPUs (world size on CUDA, 0 on CPU), and cost is GPU-hours times the cluster
+preset's `cluster.gpu_hour_cost`. `minigpt.compare` reads this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+SUMMARY_FILE = "run_summary.json"
+HEARTBEAT_S = 60.0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict | None:
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+class RunRecord:
+    """Also a logger (log/finish), so it sees every step and keeps `step`, `tokens` and `wall_s` fresh."""
+
+    def __init__(self, trainer):
+        from minigpt.perf import device_name
+
+        self.path = Path(trainer.run_dir) / SUMMARY_FILE
+        self.active = int(os.environ.get("RANK", "0")) == 0  # one writer per run
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        cluster = trainer.cfg.cluster
+        previous = read_summary(trainer.run_dir) or {}
+        self.prior_wall_s = float(previous.get("wall_s", 0.0))
+        self.t0 = time.time()
+        self._last_write = 0.0
+        self.error: str | None = None
+        self.status = "running"
+        model = trainer.raw_model
+        self.data = {
+            "status": "running",
+            "started_at": previous.get("started_at", _now()),
+            "segments": int(previous.get("segments", 0)) + 1,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "device": trainer.device.type,
+            "device_name": device_name(trainer.device),
+            "world_size": world,
+            "n_gpus": world if trainer.device.type == "cuda" else 0,
+            "params": model.num_params(),
+            "params_non_embedding": model.num_params(non_embedding=True),
+            "flops_per_token": trainer.flops_per_token,
+            "tokens_per_step": trainer.tokens_per_step,
+            "num_iterations": trainer.cfg.train.num_iterations,
+            "gpu_hour_cost": cluster.gpu_hour_cost,
+            "cost_unit": cluster.cost_unit,
+            "step": trainer.step,
+            "tokens": trainer.tokens_seen,
+        }
+        self._write()
+
+    def _update_costs(self) -> None:
+        d = self.data
+        d["wall_s"] = self.prior_wall_s + (time.time() - self.t0)
+        d["gpu_hours"] = d["wall_s"] / 3600 * d["n_gpus"]
+        d["cost"] = d["gpu_hours"] * d["gpu_hour_cost"]
+        d["updated_at"] = _now()
+
+    def _write(self) -> None:
+        if not self.active:
+            return
+        self._update_costs()
+        try:
+            write_json_atomic(self.path, self.data)
+        except OSError:
+            pass  # bookkeeping must never stop training; metrics.jsonl still has everything
+        self._last_write = time.time()
+
+    # Logger protocol: keep progress current; rewrite the file at most once a heartbeat.
+    def log(self, metrics: dict, step: int) -> None:
+        self.data["step"] = step
+        if "train/tokens" in metrics:
+            self.data["tokens"] = int(metrics["train/tokens"])
+        if time.time() - self._last_write > HEARTBEAT_S:
+            self._write()
+
+    def finish(self) -> None:
+        pass  # the final write is close(), which knows how the run ended
+
+    def fail(self, exc: BaseException) -> None:
+        self.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
+        self.error = f"{type(exc).__name__}: {exc}"[:500]
+
+    def close(self, step: int, tokens: int) -> dict:
+        """Write the final status; returns the run-level metrics to log (wall time, GPU-hours, cost)."""
+        if self.status == "running":
+            self.status = "finished" if step >= self.data["num_iterations"] else "interrupted"
+        self.data.update(status=self.status, step=step, tokens=tokens, ended_at=_now(), error=self.error)
+        self._write()
+        d = self.data
+        return {"run/wall_hours": d["wall_s"] / 3600, "run/gpu_hours": d["gpu_hours"], "run/cost": d["cost"],
+                "run/params": d["params"]}

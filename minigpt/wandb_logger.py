@@ -1,0 +1,161 @@
+"""Weights & Biases logger (`logger=wandb`, the default): metrics.jsonl stays the source of truth.
+
+The mode follows `logger.mode`, else `WANDB_MODE` (online | offline | disabled, default online). An online
+run without an API key or without a reachable server is recorded offline instead, with one line saying
+how to `wandb sync` it later, so a laptop, a compute node without internet and a CI box all just work.
+The W&B run gets the flattened resolved config, `group` = the sweep's name (or `experiment`), and
+`job_type`/tags naming the arch and model presets, so the W&B UI groups an ablation by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+from minigpt.config import to_container
+from minigpt.errors import ConfigError
+
+log = logging.getLogger("minigpt")
+
+MODES = ("online", "offline", "disabled")
+_ALIASES = {"dryrun": "offline", "run": "online"}  # spellings wandb itself accepts
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"arch": {"name": "gpt2"}} -> {"arch.name": "gpt2"}: one column per setting in W&B's run table."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def has_api_key() -> bool:
+    """An API key in the environment or in ~/.netrc (where `wandb login` puts it)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(_base_url()).hostname or ""
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def server_reachable(timeout: float = 3.0) -> bool:
+    url = urlparse(_base_url())
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_mode(requested: str | None) -> tuple[str, str | None]:
+    """(mode, why it fell back to offline or None)."""
+    mode = (requested or os.environ.get("WANDB_MODE") or "online").strip().lower()
+    mode = _ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ConfigError(f"W&B mode {mode!r} (logger.mode or WANDB_MODE) is not one of {'|'.join(MODES)}")
+    if mode == "online":
+        if not has_api_key():
+            return "offline", "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
+        if not server_reachable():
+            return "offline", f"{_base_url()} is not reachable"
+    return mode, None
+
+
+def sweep_name() -> str | None:
+    """Under `--multirun`: the sweep config's name (sweeps/arch_ablation.yaml -> arch_ablation), else the sweep dir."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return None
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return None
+        if hc.job.config_name and hc.job.config_name != "config":
+            return hc.job.config_name
+        return "_".join(Path(hc.sweep.dir).parts[-2:])
+    except Exception:  # noqa: BLE001 - no Hydra context (tests, notebooks): no sweep name
+        return None
+
+
+class WandbLogger:
+    """Numbers go to W&B's history; text (samples) goes to a table that grows with each sample."""
+
+    def __init__(self, run):
+        self.run = run
+        self.run_id = run.id
+        self._text_rows: list[list] = []
+
+    def log(self, metrics: dict, step: int) -> None:
+        numbers, got_text = {}, False
+        for key, value in metrics.items():
+            if isinstance(value, str):
+                self._text_rows.append([step, key, value])
+                got_text = True
+            else:
+                numbers[key] = value.item() if hasattr(value, "item") else value
+        if got_text:  # W&B tables are immutable once logged: log the grown table under the same key
+            import wandb
+
+            numbers["samples"] = wandb.Table(columns=["step", "key", "text"], data=[list(r) for r in self._text_rows])
+        if numbers:
+            self.run.log(numbers, step=step)
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[[str], None] = print):
+    """A WandbLogger, or None when W&B is disabled, not installed, or this is not the rank-0 process."""
+    mode, why_offline = resolve_mode(cfg.logger.mode)
+    if mode == "disabled" or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        warn("logger=wandb but the wandb package is not installed: metrics go to metrics.jsonl only "
+             "(pip install wandb, or logger=none to silence this)")
+        return None
+
+    lc = cfg.logger
+    arch, model = cfg.arch.name, cfg.model.name
+    tags = [f"arch={arch}", f"model={model}", *([f"experiment={cfg.experiment}"] if cfg.experiment else []), *lc.tags]
+    wandb_dir = Path(lc.dir or run_dir)
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=lc.project,
+        entity=lc.entity,
+        group=lc.group or sweep_name() or cfg.experiment,
+        job_type=lc.job_type or arch,
+        tags=tags,
+        name=Path(run_dir).name,
+        config=flatten(to_container(cfg)),
+        dir=str(wandb_dir),
+        mode=mode,
+        id=run_id,
+        resume="allow" if run_id else None,
+        settings=wandb.Settings(silent=True),  # our own single line below instead of W&B's banner
+    )
+    if mode == "offline":
+        local = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>/files -> the run folder
+        reason = why_offline or "WANDB_MODE=offline"
+        (warn if why_offline else log.info)(f"W&B run recorded offline ({reason}); upload it later with: wandb sync {local}")
+    else:
+        log.info(f"W&B run: {run.url}")
+    return WandbLogger(run)

@@ -1,0 +1,112 @@
+"""Sweeps through Hydra multirun (basic launcher, CPU) and the comparison report on their output."""
+
+import json
+import os
+import time
+
+import matplotlib.image
+
+from minigpt.compare import main as compare_main
+from tests.conftest import ROOT, TINY, read_metrics, run_cli
+from tests.wandb_records import finished_run_records, run_record
+
+ARCHS = ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
+
+
+def table_lines(text: str) -> list[list[str]]:
+    """Body rows of the markdown table printed by compare, as cell lists."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_arch_ablation_tiny_sweep_runs_and_compares(tmp_path, capsys):
+    sweep_dir = tmp_path / "sweep"
+    done = run_cli(
+        ["minigpt.train", "-m", "--config-dir", "sweeps", "--config-name", "arch_ablation_tiny", *TINY,
+         "train.num_iterations=4", "train.val_loss_every=2", "train.sample_every=0", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT, env_extra={"WANDB_MODE": "offline"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == [f"{i}_{a}_tiny" for i, a in enumerate(ARCHS)]
+    for run_dir in runs:
+        assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [2, 4]
+        # the W&B run is grouped by the sweep's name, its job type is the arch
+        wb = run_record(finished_run_records(run_dir))
+        assert wb.run_group == "arch_ablation_tiny" and wb.job_type == run_dir.name.split("_", 1)[1][: -len("_tiny")]
+
+    out = tmp_path / "report"
+    assert compare_main([str(sweep_dir), "--out", str(out)]) == 0
+    rows = table_lines(capsys.readouterr().out)
+    assert [r[1] for r in rows] == ARCHS and all(r[-1] == "finished" for r in rows)
+    for row, run_dir in zip(rows, runs):
+        final_val = [r["val/loss"] for r in read_metrics(run_dir) if "val/loss" in r][-1]
+        assert row[5] == f"{final_val:.4f}" and row[4] == "1.02K"  # 4 steps x 4 x 64 tokens
+    assert table_lines((out / "report.md").read_text()) == rows
+    image = matplotlib.image.imread(out / "val_loss.png")
+    assert image.shape[0] > 300 and image.shape[1] > 500
+    assert not (out / "hellaswag.png").exists()  # no HellaSwag metrics in these runs: no empty plot
+
+
+def _write_run(path, rows, num_iterations=100, summary=None, arch="gpt2", age_s=0.0, tail=""):
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text(
+        f"arch:\n  name: {arch}\nmodel:\n  name: d12\ntrain:\n  num_iterations: {num_iterations}\n"
+        "cluster:\n  name: aces\n  gpu_hour_cost: 2.5\n  cost_unit: USD\n"
+    )
+    metrics = path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
+    if summary is not None:
+        (path / "run_summary.json").write_text(json.dumps(summary))
+    if age_s:
+        os.utime(metrics, (time.time() - age_s, time.time() - age_s))
+
+
+def test_report_shows_failed_and_unfinished_runs(tmp_path, capsys):
+    """Hand-written run folders in every state; HellaSwag keys as the eval task logs them."""
+    def rows(steps, hs=True):
+        out = []
+        for s in steps:
+            out.append({"step": s, "train/loss": 5.0 - s / 100, "train/tokens": s * 1000, "train/tokens_per_s": 2000.0,
+                        "train/mfu": 0.4})
+            if s % 50 == 0:
+                out.append({"step": s, "val/loss": 4.0 - s / 100})
+                if hs:
+                    out.append({"step": s, "hellaswag/zero_shot/acc": 0.25 + s / 1000,
+                                "hellaswag/zero_shot/acc_norm": 0.26 + s / 1000})
+        return out
+
+    _write_run(tmp_path / "a_finished", rows(range(1, 101)), arch="gpt2",
+               summary={"status": "finished", "wall_s": 7200, "gpu_hours": 16.0, "cost": 40.0, "cost_unit": "USD",
+                        "params": 124_000_000, "tokens_per_step": 1000})
+    _write_run(tmp_path / "b_crashed", rows(range(1, 61)), arch="rope",
+               summary={"status": "failed", "error": "RuntimeError: CUDA out of memory", "wall_s": 60})
+    _write_run(tmp_path / "c_running", rows(range(1, 51)), arch="rope_gqa")  # no summary, fresh metrics
+    _write_run(tmp_path / "d_killed", rows(range(1, 31)), arch="swiglu_gqa_rope", age_s=3600,  # stale,
+               tail='{"step": 31, "train/lo')  # and its last line torn by the kill
+    _write_run(tmp_path / "e_never_started", [], arch="gpt2")
+
+    out = tmp_path / "report"
+    assert compare_main([str(tmp_path), "--out", str(out)]) == 0
+    table = table_lines(capsys.readouterr().out)
+    by_name = {r[0]: r for r in table}
+    assert list(by_name) == ["a_finished", "b_crashed", "c_running", "d_killed", "e_never_started"]
+    header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| run "))
+    assert "| HellaSwag zero_shot acc_norm |" in header
+    a = by_name["a_finished"]
+    assert a[3:6] == ["124.00M", "100.00K", "3.0000"] and a[6] == "0.3600"
+    assert a[7:] == ["2.00K", "40.0%", "2h00m", "16.00", "40.00 USD", "finished"]
+    assert by_name["b_crashed"][-1] == "failed (RuntimeError: CUDA out of memory)"
+    assert by_name["c_running"][-1] == "running"
+    assert by_name["d_killed"][-1] == "failed (stopped at step 30)"
+    assert by_name["e_never_started"][-1] == "failed (no metrics)" and by_name["e_never_started"][5] == "-"
+    for png in ("val_loss.png", "hellaswag.png"):
+        assert matplotlib.image.imread(out / png).ndim == 3
+
+
+def test_compare_bad_input_is_one_line(tmp_path, capsys):
+    assert compare_main([str(tmp_path / "missing")]) == 2
+    assert compare_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+    assert "does not exist" in err[0] and "no runs" in err[1]
