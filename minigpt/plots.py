@@ -12,10 +12,12 @@ _LINESTYLES = ["-", "--", ":", "-."]
 
 
 def run_labels(runs: list[Run]) -> list[str]:
-    """Label each run by its arch; add the model, then the run name, only where labels would collide."""
+    """Label each run by its arch; where labels collide, add what the sweep varied (e.g. the lr), then the name."""
     labels = [str(r.cfg("arch.name", r.name)) for r in runs]
     if len(set(labels)) < len(labels):
-        labels = [f"{lab} {r.cfg('model.name', '')}".strip() for lab, r in zip(labels, runs)]
+        shared = set.intersection(*(set(r.overrides) for r in runs))
+        varied = [[o for o in r.overrides if o not in shared and not o.startswith("arch=")] for r in runs]
+        labels = [" ".join([lab, *v]) for lab, v in zip(labels, varied)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab} ({r.name})" for lab, r in zip(labels, runs)]
     return [lab + ("" if r.status == "finished" else f" [{r.status}]") for lab, r in zip(labels, runs)]

@@ -28,6 +28,7 @@ class Run:
     config: dict = field(default_factory=dict)  # nested resolved config (may be empty)
     rows: list[dict] = field(default_factory=list)  # metrics.jsonl rows
     summary: dict = field(default_factory=dict)  # run_summary.json (may be empty)
+    overrides: list[str] = field(default_factory=list)  # .hydra/overrides.yaml: a sweep job's axes
     status: str = "failed"
     note: str = ""  # why a run is failed/unknown, shown in the report
 
@@ -114,6 +115,15 @@ def _read_config(run_dir: Path) -> dict:
         return {}
 
 
+def _read_overrides(run_dir: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    try:
+        return [str(o) for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")]
+    except Exception:  # noqa: BLE001
+        return []
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -146,7 +156,8 @@ def infer_status(run: Run, metrics_mtime: float | None) -> tuple[str, str]:
 
 def load_run(run_dir: str | os.PathLike) -> Run:
     d = Path(run_dir)
-    run = Run(name=d.name, config=_read_config(d), rows=_read_rows(d / "metrics.jsonl"), summary=read_summary(d) or {})
+    run = Run(name=d.name, config=_read_config(d), rows=_read_rows(d / "metrics.jsonl"), summary=read_summary(d) or {},
+              overrides=_read_overrides(d))
     metrics = d / "metrics.jsonl"
     run.status, run.note = infer_status(run, metrics.stat().st_mtime if metrics.exists() else None)
     return run
