@@ -137,3 +137,15 @@ def test_failed_run_is_recorded_as_failed(tmp_path):
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert summary["status"] == "failed" and summary["step"] == 2
     assert summary["error"] == "RuntimeError: out of memory (simulated)"
+
+
+def test_resumed_run_continues_the_same_wandb_run_and_adds_up_wall_time(tmp_path, wandb_offline):
+    common = ["optim.warmup_iters=2", "train.val_loss_every=0", "train.sample_every=0"]
+    Trainer(tiny_config(*common, "train.num_iterations=2"), tmp_path).fit()
+    first = read_summary(tmp_path)
+    Trainer(tiny_config(*common, "train.num_iterations=3"), tmp_path).fit()  # train.resume=auto: from step 2
+    ids = {run_record(finished_run_records(d)).run_id for d in sorted(tmp_path.glob("wandb/offline-run-*"))}
+    assert len(list(tmp_path.glob("wandb/offline-run-*"))) == 2 and len(ids) == 1
+    second = read_summary(tmp_path)
+    assert second["segments"] == 2 and second["status"] == "finished" and second["step"] == 3
+    assert second["wall_s"] > first["wall_s"] and second["started_at"] == first["started_at"]

@@ -40,7 +40,10 @@ def read_records(path: str | Path) -> list:
 
 
 def offline_run_file(run_dir: str | Path) -> Path:
-    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    """The .wandb file in a run dir, or in an offline-run-* folder itself."""
+    run_dir = Path(run_dir)
+    (path,) = run_dir.glob("run-*.wandb") if run_dir.name.startswith("offline-run-") else run_dir.glob(
+        "wandb/offline-run-*/run-*.wandb")
     return path
 
 
