@@ -81,3 +81,20 @@ def load_model(path: str | os.PathLike, map_location="cpu"):
     model = GPT(arch, model_cfg)
     model.load_state_dict(ckpt["model"])
     return model, ckpt
+
+
+def init_weights_from(model, path: str | os.PathLike) -> None:
+    """Copy the weights (only: no optimizer, step or data position) of a checkpoint or HF GPT-2 folder into
+    `model`, for fine-tuning (`train.init_from`). The source's arch and model config must match `model`'s."""
+    from dataclasses import asdict
+
+    src, _ = load_model(path)
+    want = {f"arch.{k}": v for k, v in asdict(src.arch).items() if k != "name"}
+    want.update({f"model.{k}": v for k, v in asdict(src.model_config).items() if k != "name"})
+    have = {f"arch.{k}": v for k, v in asdict(model.arch).items() if k != "name"}
+    have.update({f"model.{k}": v for k, v in asdict(model.model_config).items() if k != "name"})
+    diff = [f"{k}={getattr(v, 'value', v)}" for k, v in want.items() if have.get(k) != v]
+    if diff:
+        raise ConfigError(f"train.init_from={path} is a different model: add the overrides {' '.join(diff)}")
+    with torch.no_grad():
+        model.load_state_dict(src.state_dict())

@@ -118,6 +118,8 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: checkpoint only at the end (and on SIGTERM/SIGUSR1/SIGUSR2)
     keep_checkpoints: int = 3  # keep the newest K checkpoints; 0 keeps all
     resume: str = "auto"  # auto: newest valid checkpoint in the run dir | never | <checkpoint file or run dir>
+    # Fine-tuning: start from these weights (a checkpoint, run dir or HF GPT-2 folder); arch/model must match.
+    init_from: Optional[str] = None
     peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
 
 

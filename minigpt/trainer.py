@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.checkpoint import checkpoint_path, save_checkpoint
+from minigpt.checkpoint import checkpoint_path, init_weights_from, save_checkpoint
 from minigpt.config import Config, to_container
 from minigpt.data.corpus import prepare_splits
 from minigpt.data.loader import DataLoader
@@ -69,7 +69,10 @@ class Trainer:
         self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val")
         self._fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
 
-        self.raw_model = GPT(cfg.arch, cfg.model).to(self.device)
+        self.raw_model = GPT(cfg.arch, cfg.model)
+        if tc.init_from:  # fine-tuning; a resumed run's checkpoint still wins (loaded later, in fit)
+            init_weights_from(self.raw_model, tc.init_from)
+        self.raw_model.to(self.device)
         self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model
         self.optimizer = build_optimizer(self.raw_model, cfg.optim, self.device.type)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=str(tc.dtype.value) == "float16")

@@ -120,6 +120,11 @@ def test_inexpressible_combinations_are_refused(overrides, message, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
+def test_vocabulary_smaller_than_gpt2_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="smaller than the GPT-2 tokenizer's 50257 tokens"):
+        export_model(random_model(["arch=gpt2", "model.vocab_size=1000"]), tmp_path)
+
+
 def test_tokenizer_and_pipeline(tmp_path):
     """The exported tokenizer is GPT-2's (ids equal to tiktoken's) and text-generation pipelines run."""
     from transformers import AutoTokenizer, pipeline
@@ -189,3 +194,17 @@ def test_import_refuses_other_folders(tmp_path):
     export_model(model, tmp_path)  # a Llama folder is not GPT-2
     with pytest.raises(ConfigError, match="not a Hugging Face GPT-2 folder"):
         from_pretrained_gpt2(tmp_path)
+
+
+def test_training_can_start_from_hf_gpt2_weights(tmp_path):
+    """train.init_from=<HF GPT-2 folder> fine-tunes from those weights; a mismatched config is refused."""
+    from minigpt.trainer import Trainer
+
+    model = random_model(["arch=gpt2"])
+    export_model(model, tmp_path / "hf")
+    trainer = Trainer(tiny_config("arch=gpt2", f"train.init_from={tmp_path / 'hf'}"), tmp_path / "run")
+    idx = torch.randint(0, 50257, (1, 16))
+    with torch.no_grad():
+        assert (trainer.raw_model(idx)[0] - model(idx)[0]).abs().max() < 1e-5
+    with pytest.raises(ConfigError, match="add the overrides arch.pos_encoding=learned model.n_layer=2"):
+        Trainer(tiny_config("arch=rope", "model.n_layer=3", f"train.init_from={tmp_path / 'hf'}"), tmp_path / "run2")

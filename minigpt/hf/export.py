@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding, gpt2_bpe_dir
+from minigpt.data.tokenizer import EOT_TOKEN, GPT2_VOCAB_SIZE, get_gpt2_encoding, gpt2_bpe_dir
 from minigpt.errors import ConfigError
 from minigpt.hf.converters import find_converter
 
@@ -76,6 +76,11 @@ def export_model(model, out_dir: str | Path, dtype: str = "float32", verify: boo
 
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype {dtype} is not supported: use one of {', '.join(DTYPES)}")
+    if model.vocab_size < GPT2_VOCAB_SIZE:
+        raise ConfigError(
+            f"model.vocab_size={model.vocab_size} is smaller than the GPT-2 tokenizer's {GPT2_VOCAB_SIZE} tokens "
+            "the export ships: only GPT-2-vocabulary models can be exported"
+        )
     model = model.float().cpu().eval()
     hf = to_hf(model)
     report = {"hf_class": type(hf).__name__, "dtype": dtype}
