@@ -2,9 +2,9 @@
 
 One tiny model is exported once and evaluated once by the README's `lm_eval run --model hf ...`
 command (subprocess, offline) on the first N_EXAMPLES of the shared HellaSwag file, 0-shot, with the
-task shipped in minigpt/hf/lm_eval_tasks. The same examples are scored by minigpt itself with the
-harness protocol, and every per-choice log-likelihood, per-example prediction and the acc / acc_norm
-counts must agree.
+task shipped in minigpt/hf/lm_eval_tasks. The same examples are scored by minigpt itself with its
+`harness` protocol (minigpt.eval.score_hellaswag), and every per-choice log-likelihood, per-example
+prediction and the acc / acc_norm counts must agree.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from minigpt.data.tokenizer import get_gpt2_encoding
+from minigpt.eval import evaluate_hellaswag, score_hellaswag
 from minigpt.hf import export_model
 from minigpt.hf.lm_eval_task import write_task_dir
 from tests.conftest import ROOT, SHARED_DATA
@@ -30,36 +29,6 @@ from tests.test_hf_export import random_model
 N_EXAMPLES = 200
 HELLASWAG = SHARED_DATA / "hellaswag" / "hellaswag_val_preprocessed.jsonl"
 TASK_DIR = "minigpt/hf/lm_eval_tasks"  # relative to the repo root, as in the README
-
-
-def harness_scores(model, examples: list[dict]) -> list[list[float]]:
-    """Sum log-probabilities of each ending the way lm-eval's HFLM scores multiple choice.
-
-    context = preprocess(activity_label + ": " + ctx), continuation = " " + preprocess(ending);
-    continuation tokens are those of encode(context + continuation) after encode(context).
-    """
-    from lm_eval.tasks.hellaswag.utils import preprocess
-
-    enc = get_gpt2_encoding()
-    scores = []
-    for ex in examples:
-        context = preprocess(ex["activity_label"] + ": " + ex["ctx"])
-        ctx_ids = enc.encode_ordinary(context)
-        seqs = [enc.encode_ordinary(context + " " + preprocess(e)) for e in ex["endings"]]
-        assert all(s[: len(ctx_ids)] == ctx_ids for s in seqs)
-        T = max(len(s) for s in seqs) - 1
-        assert T < model.block_size  # no truncation on either side
-        x = torch.zeros(len(seqs), T, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            x[i, : len(s) - 1] = torch.tensor(s[:-1])
-        with torch.no_grad():
-            logp = F.log_softmax(model(x)[0].float(), dim=-1)
-        row = []
-        for i, s in enumerate(seqs):
-            pos = torch.arange(len(ctx_ids) - 1, len(s) - 1)
-            row.append(logp[i, pos, torch.tensor(s[len(ctx_ids):])].sum().item())
-        scores.append(row)
-    return scores
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +66,22 @@ def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run):
     assert "hellaswag_local" in proc.stdout and "acc_norm" in proc.stdout  # the results table
     examples = [json.loads(line) for line, _ in zip(open(HELLASWAG, encoding="utf-8"), range(N_EXAMPLES))]
     assert [s["doc_id"] for s in samples] == list(range(N_EXAMPLES))
-    ours = harness_scores(model, examples)
-    theirs = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
-    assert torch.allclose(torch.tensor(theirs), torch.tensor(ours), rtol=1e-5, atol=1e-3)
+    ours = score_hellaswag(model, examples, "harness")
+    theirs = torch.tensor([[float(r[0]) for r in s["filtered_resps"]] for s in samples], dtype=torch.float64)
+    assert torch.allclose(theirs, ours.loglik, rtol=1e-5, atol=1e-3)
 
-    gold = [ex["label"] for ex in examples]
-    lengths = [[len(c) for c in s["doc"]["choices"]] for s in samples]  # acc_norm divides by characters
-    pred = [max(range(4), key=row.__getitem__) for row in ours]
-    pred_norm = [max(range(4), key=lambda j: row[j] / n[j]) for row, n in zip(ours, lengths)]
-    acc = sum(p == g for p, g in zip(pred, gold))
-    acc_norm = sum(p == g for p, g in zip(pred_norm, gold))
-    assert [s["acc"] for s in samples] == [float(p == g) for p, g in zip(pred, gold)]
-    assert [s["acc_norm"] for s in samples] == [float(p == g) for p, g in zip(pred_norm, gold)]
+    gold = ours.labels.tolist()
+    assert gold == [s["doc"]["gold"] for s in samples]
+    assert [s["acc"] for s in samples] == (ours.pred == ours.labels).double().tolist()
+    assert [s["acc_norm"] for s in samples] == (ours.pred_norm == ours.labels).double().tolist()
+    acc, acc_norm = int((ours.pred == ours.labels).sum()), int((ours.pred_norm == ours.labels).sum())
     assert round(metrics["acc,none"] * N_EXAMPLES) == acc
     assert round(metrics["acc_norm,none"] * N_EXAMPLES) == acc_norm
-    print(f"lm-eval acc {metrics['acc,none']} acc_norm {metrics['acc_norm,none']}; minigpt {acc}/{N_EXAMPLES} {acc_norm}/{N_EXAMPLES}")
+    reported = evaluate_hellaswag(model, examples, "harness")  # the numbers minigpt's eval prints
+    assert (reported["n"], reported["acc"], reported["acc_norm"]) == (N_EXAMPLES, metrics["acc,none"], metrics["acc_norm,none"])
+    diff = (theirs - ours.loglik).abs().max().item()
+    print(f"max |loglik diff| {diff:.2e}; lm-eval acc {metrics['acc,none']} acc_norm {metrics['acc_norm,none']}; "
+          f"minigpt harness {acc}/{N_EXAMPLES} {acc_norm}/{N_EXAMPLES}")  # fmt: skip
 
 
 def test_task_writer_handles_both_hellaswag_layouts(tmp_path):
