@@ -15,16 +15,19 @@ MARK="# written by minigpt launch/local_slurm.sh"
 PIDS=(/var/run/slurm/slurmd.pid /var/run/slurm/slurmctld.pid /var/run/munge/munged.pid)
 
 die() { echo "local_slurm.sh: $*" >&2; exit 1; }
+# Exit code 3: SLURM cannot be installed here (tests skip on it); anything else non-zero is a failure.
+cannot() { echo "local_slurm.sh: $*" >&2; exit 3; }
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 install_packages() {
   command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
     && command -v munged >/dev/null && return
-  command -v apt-get >/dev/null || die "slurm is not installed and apt-get is unavailable: install slurm-wlm and munge"
+  command -v apt-get >/dev/null || cannot "slurm is not installed and apt-get is unavailable: install slurm-wlm and munge"
   echo "installing slurmctld slurmd slurm-client munge (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  apt-get update -qq >/dev/null || cannot "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null \
+    || cannot "apt-get install slurmctld slurmd slurm-client munge failed"
 }
 
 write_conf() {
@@ -38,7 +41,7 @@ write_conf() {
   mem=$(slurmd -C | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p')
   mem=$(( mem * 9 / 10 ))
   mkdir -p /etc/slurm
-  cat >"$CONF" <<CONF
+  cat >"$CONF.new" <<CONF
 $MARK
 ClusterName=localcluster
 SlurmctldHost=localhost
@@ -77,11 +80,15 @@ MailProg=$(command -v true)
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Sockets=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
+  if cmp -s "$CONF.new" "$CONF"; then rm -f "$CONF.new"; return; fi
+  mv "$CONF.new" "$CONF"
   echo "wrote $CONF (node $host, $cpus CPUs, ${mem} MB)"
+  # running daemons only read the config at start
+  if alive /var/run/slurm/slurmctld.pid || alive /var/run/slurm/slurmd.pid; then stop; fi
 }
 
 start() {
-  [ "$(id -u)" = 0 ] || die "must run as root (installs packages and starts daemons)"
+  [ "$(id -u)" = 0 ] || cannot "must run as root (installs packages and starts daemons)"
   install_packages
   write_conf
   mkdir -p /var/run/munge /var/run/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm

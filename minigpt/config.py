@@ -139,7 +139,24 @@ class LoggerConfig:
 
 @dataclass
 class ClusterConfig:
+    """Where runs execute: `local` (this machine) or a SLURM preset (conf/cluster/), which selects Hydra's
+    submitit launcher and fills `hydra.launcher` from these fields; override them as cluster.<field>=..."""
+
     name: str = "local"
+    partition: Optional[str] = None
+    account: Optional[str] = None  # SLURM account / allocation
+    account_required: bool = False  # the HPRC presets refuse to submit without an account
+    qos: Optional[str] = None
+    nodes: int = 1
+    tasks_per_node: int = 1  # processes per node (one per GPU once training is data-parallel)
+    gpus_per_node: Optional[int] = None  # generic `--gpus-per-node`; HPRC presets use `gres` instead
+    gres: Optional[str] = None  # e.g. gpu:a100:2
+    cpus_per_task: Optional[int] = None
+    mem_gb: Optional[int] = None
+    time_min: int = 60  # job time limit; a job that reaches it is checkpointed and requeued
+    max_requeues: int = 3  # times a job may be requeued at its time limit (submitit's max_num_timeout)
+    signal_delay_s: int = 120  # SIGUSR2 this many seconds before the time limit: time to checkpoint
+    setup: List[str] = field(default_factory=list)  # shell lines run before the job (module load, venv)
     # What one GPU-hour costs here, for the comparison report and W&B (dollars, HPRC service units...).
     gpu_hour_cost: float = 0.0
     cost_unit: str = "USD"

@@ -8,6 +8,7 @@ checkpoints and the resolved config in .hydra/.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -34,6 +35,8 @@ def main(cfg: DictConfig) -> dict:
         return run(cfg, HydraConfig.get().runtime.output_dir)
     except ConfigError as exc:
         log.error(f"error: {exc}")
+        if "SUBMITIT_FOLDER" in os.environ:  # a SLURM job: fail it so submitit reports the error to the submitter
+            raise
         sys.exit(2)
 
 

@@ -71,3 +71,11 @@ def read_metrics(run_dir: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def read_losses(run_dir: Path) -> dict[int, float]:
+    """step -> train/loss from metrics.jsonl; fails if a step was logged twice."""
+    rows = [r for r in read_metrics(run_dir) if "train/loss" in r]
+    steps = [r["step"] for r in rows]
+    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
+    return {r["step"]: r["train/loss"] for r in rows}

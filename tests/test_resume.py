@@ -16,19 +16,11 @@ from minigpt.checkpoint import checkpoint_path, list_checkpoints, load_checkpoin
 from minigpt.errors import ConfigError
 from minigpt.tasks import PeriodicTask
 from minigpt.trainer import Trainer
-from tests.conftest import ROOT, TINY, read_metrics, run_cli, tiny_config
+from tests.conftest import ROOT, TINY, read_losses as losses, read_metrics, run_cli, tiny_config
 
 STEPS = 8
 RUN = ["optim.learning_rate=3e-3", "optim.warmup_iters=2", f"train.num_iterations={STEPS}",
        "train.val_loss_every=4", "train.sample_every=0"]
-
-
-def losses(run_dir) -> dict[int, float]:
-    """step -> train loss; fails if a step was logged twice."""
-    rows = [r for r in read_metrics(run_dir) if "train/loss" in r]
-    steps = [r["step"] for r in rows]
-    assert len(steps) == len(set(steps)), f"a step was logged twice: {steps}"
-    return {r["step"]: r["train/loss"] for r in rows}
 
 
 def signal_at(step: int, sig: int) -> PeriodicTask:
@@ -74,8 +66,13 @@ def test_sigusr1_and_sigterm_checkpoint_at_step_boundary_and_resume_exactly(tmp_
 
     # train.resume=<checkpoint> starts a new run dir from another run's checkpoint
     other = tmp_path / "from_ckpt"
-    Trainer(tiny_config(*RUN, f"train.resume={checkpoint_path(run_dir, 5)}"), other).fit()
+    from_ckpt = tiny_config(*RUN, f"train.resume={checkpoint_path(run_dir, 5)}")
+    Trainer(from_ckpt, other).fit()
     assert losses(other) == {s: reference[s] for s in range(6, STEPS + 1)}
+    # rerun (e.g. requeued) with the same train.resume: its own newer checkpoints win, nothing is redone
+    again = Trainer(from_ckpt, other)
+    again.fit()
+    assert again.step == STEPS and losses(other) == {s: reference[s] for s in range(6, STEPS + 1)}
 
 
 DRIVER = """

@@ -1,0 +1,135 @@
+"""SLURM through Hydra's submitit launcher, on a real single-node SLURM started by launch/local_slurm.sh.
+
+The `slurm` test proves, in one job array (to keep CI short): `--multirun cluster=slurm` submits an
+array whose jobs both train and write metrics and checkpoints; the job whose training is longer than
+its 1-minute time limit gets SIGUSR2, checkpoints at the next step boundary, is requeued by submitit,
+resumes from that checkpoint in the same run directory, and finishes with per-step losses
+bit-identical to an uninterrupted run (and every step logged once).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from minigpt.checkpoint import list_checkpoints, load_checkpoint
+from minigpt.trainer import Trainer
+
+from tests.conftest import CONF_DIR, ROOT, TINY, read_losses, run_cli, tiny_config
+
+SCRIPT = ROOT / "launch" / "local_slurm.sh"
+SLURMCTLD_PID = Path("/var/run/slurm/slurmctld.pid")
+
+# 1-minute jobs that get SIGUSR2 20 s before the limit: slurmctld checks limits every 30 s, so the
+# signal lands 10-40 s into a job, after start-up, while training is still going on.
+SLURM = ["cluster=slurm", "cluster.cpus_per_task=1", "cluster.mem_gb=1", "cluster.time_min=1",
+         "cluster.signal_delay_s=20", "cluster.max_requeues=6"]
+RUN = [*TINY, "optim.warmup_iters=5", "train.val_loss_every=0", "train.sample_every=0"]
+
+
+def _running() -> bool:
+    try:
+        os.kill(int(SLURMCTLD_PID.read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def local_slurm():
+    """Start the local SLURM (installing it with apt-get if needed); stop it after if we started it."""
+    started_here = not _running()
+    res = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+    if res.returncode == 3:
+        pytest.skip(f"SLURM cannot be installed here: {res.stderr.strip().splitlines()[-1]}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    yield
+    if started_here:
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
+
+
+def steps_lasting(seconds: float) -> int:
+    """How many tiny steps take `seconds` on one thread here (the jobs run with OMP_NUM_THREADS=1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(tiny_config(*RUN), "unused")  # builds only; writes nothing
+        trainer.train_step()  # warm-up
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return math.ceil(seconds / min(times))
+
+
+def start_cli(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slurm
+def test_multirun_array_trains_both_jobs_and_requeues_the_timed_out_one_exactly(local_slurm, tmp_path):
+    # Training of the long job outlasts the latest possible signal (40 s) with a margin.
+    n_long, n_short = steps_lasting(50), 6
+    client = start_cli(["minigpt.train", "--multirun", *SLURM, *RUN, f"train.num_iterations={n_long},{n_short}"],
+                       tmp_path, tmp_path / "client.log")
+    # The uninterrupted reference runs meanwhile on the other core.
+    reference = start_cli(["minigpt.train", *RUN, f"train.num_iterations={n_long}", f"hydra.run.dir={tmp_path / 'ref'}"],
+                          tmp_path, tmp_path / "reference.log")
+    try:
+        assert reference.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+        assert client.wait(timeout=600) == 0, (tmp_path / "client.log").read_text()[-3000:]
+    finally:
+        for proc in (client, reference):
+            if proc.poll() is None:
+                proc.kill()
+        job_ids = {p.name.split("_")[0] for p in tmp_path.glob("outputs/multirun/*/*/.submitit/*_*")}
+        if client.returncode != 0 and job_ids:
+            subprocess.run(["scancel", *sorted(job_ids)], capture_output=True)
+
+    # One sweep dir with the two job dirs: the requeued job came back to its own run directory.
+    (sweep_dir,) = tmp_path.glob("outputs/multirun/*/*")
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) == [
+        "0_gpt2_tiny", "1_gpt2_tiny"]
+    long_dir, short_dir = sweep_dir / "0_gpt2_tiny", sweep_dir / "1_gpt2_tiny"
+
+    assert sorted(read_losses(short_dir)) == list(range(1, n_short + 1))
+    assert load_checkpoint(list_checkpoints(short_dir)[-1])["step"] == n_short
+
+    log = (long_dir / "train.log").read_text()
+    for event in ("SIGUSR2 received: checkpoint saved", "Requeued job", "resumed from"):
+        assert event in log, f"{event!r} missing from the long job's log"
+    assert load_checkpoint(list_checkpoints(long_dir)[-1])["step"] == n_long
+    reference_losses = read_losses(tmp_path / "ref")
+    assert sorted(reference_losses) == list(range(1, n_long + 1))
+    assert read_losses(long_dir) == reference_losses  # bit-identical, every step once
+
+
+@pytest.mark.parametrize("name,gres", [("grace_a100", "gpu:a100:2"), ("faster_a100", "gpu:a100:2"), ("aces_h100", "gpu:h100:2")])
+def test_hprc_presets_select_the_submitit_launcher(name, gres):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", [f"cluster={name}", "cluster.account=abc", "cluster.gpus_per_node=2"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+    assert (launcher.gres, launcher.account, launcher.partition, launcher.gpus_per_node) == (gres, "abc", "gpu", None)
+    assert launcher.max_num_timeout > 0 and any(line.startswith("module load") for line in launcher.setup)
+    assert cfg.cluster.account_required and cfg.cluster.gpu_hour_cost > 0 and cfg.cluster.cost_unit == "SU"
+
+
+def test_hprc_preset_without_account_fails_in_one_line_before_submitting(tmp_path):
+    res = run_cli(["minigpt.train", "cluster=grace_a100", "arch=rope_gqa"], cwd=tmp_path)
+    assert res.returncode == 2
+    errors = [line for line in (res.stdout + res.stderr).splitlines() if "error:" in line]
+    assert len(errors) == 1 and "cluster=grace_a100 needs a SLURM account: add cluster.account=" in errors[0]
+    assert not list(tmp_path.glob("outputs/multirun/*/*/.submitit/*_*"))  # nothing was submitted
