@@ -80,8 +80,8 @@ def start_cli(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
 
 @pytest.mark.slurm
 def test_multirun_array_trains_both_jobs_and_requeues_the_timed_out_one_exactly(local_slurm, tmp_path):
-    # Training of the long job outlasts the latest possible signal (40 s) with a margin.
-    n_long, n_short = steps_lasting(50), 6
+    # Training of the long job outlasts the latest possible signal (40 s after the job starts).
+    n_long, n_short = steps_lasting(45), 6
     client = start_cli(["minigpt.train", "--multirun", *SLURM, *RUN, f"train.num_iterations={n_long},{n_short}"],
                        tmp_path, tmp_path / "client.log")
     # The uninterrupted reference runs meanwhile on the other core.
