@@ -94,7 +94,7 @@ def test_multirun_array_trains_both_jobs_and_requeues_the_timed_out_one_exactly(
         for proc in (client, reference):
             if proc.poll() is None:
                 proc.kill()
-        job_ids = {p.name.split("_")[0] for p in tmp_path.glob("outputs/multirun/*/*/.submitit/*_*")}
+        job_ids = {p.name.split("_")[0] for p in tmp_path.glob("outputs/multirun/*/*/.submitit/*_*") if p.is_dir()}
         if client.returncode != 0 and job_ids:
             subprocess.run(["scancel", *sorted(job_ids)], capture_output=True)
 
