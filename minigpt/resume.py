@@ -7,8 +7,8 @@
 - `Checkpointer` decides when the loop saves (every `train.checkpoint_every` steps, at the end, and
   at the next step boundary after SIGTERM / SIGUSR1 / SIGUSR2) and prunes to `train.keep_checkpoints`.
   Signal handlers only set a flag: saving inside a handler could snapshot a half-applied optimizer
-  step. After the save, a handler that was installed before (submitit's USR2 handler, which requeues
-  the SLURM job) is called from the loop, and SIGTERM ends the run.
+  step. After the save, a handler that was installed before ours (submitit's USR2 handler, which
+  requeues the SLURM job) is called once the loop has ended and the loggers are closed.
 """
 
 from __future__ import annotations
@@ -146,12 +146,19 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
 
 
 class Checkpointer:
-    """`install()` before the loop, `after_step()` at each step boundary, `uninstall()` after the loop."""
+    """`install()` before the loop, `after_step()` at each step boundary, `uninstall()` last of all.
+
+    After a signal the run saves at the next step boundary, then:
+    - no handler was installed before ours (a plain run): SIGUSR1/SIGUSR2 go on training, SIGTERM stops;
+    - a Python handler was (submitit's under SLURM): training stops, and `uninstall()` runs that handler
+      once the loggers are closed, so submitit requeues the job only after W&B has flushed its files.
+    """
 
     def __init__(self, every: int, keep: int):
         self.every, self.keep = every, keep
         self.pending: list[int] = []
         self.previous: dict[int, object] = {}
+        self.deferred: list[int] = []
 
     def install(self) -> "Checkpointer":
         # Handlers can only be installed from the main thread; elsewhere the run just lacks them.
@@ -161,27 +168,28 @@ class Checkpointer:
         return self
 
     def uninstall(self) -> None:
-        for sig, handler in self.previous.items():
+        previous, self.previous = self.previous, {}
+        for sig, handler in previous.items():
             signal.signal(sig, handler)
-        self.previous = {}
+        deferred, self.deferred = self.deferred, []
+        for signum in deferred:
+            previous[signum](signum, None)  # e.g. submitit: requeue this SLURM job, then exit
 
     def _on_signal(self, signum: int, frame) -> None:
         self.pending.append(signum)  # only a flag: the loop saves at the next step boundary
 
     def after_step(self, trainer: "Trainer", last: bool) -> None:
-        signals, self.pending = self.pending, []
+        signals, self.pending = list(dict.fromkeys(self.pending)), []
         if last or signals or (self.every > 0 and trainer.step % self.every == 0):
             trainer.save()
             prune_checkpoints(trainer.run_dir, self.keep)
-        for signum in dict.fromkeys(signals):
-            self._hand_off(signum, trainer.step)
-
-    def _hand_off(self, signum: int, step: int) -> None:
-        name = signal.Signals(signum).name
-        log.warning(f"step {step:6d} | {name} received: checkpoint saved")
-        previous = self.previous.get(signum)
-        if callable(previous):
-            previous(signum, None)  # e.g. submitit: requeue this SLURM job, then exit
-        if signum == signal.SIGTERM:
-            log.warning(f"step {step:6d} | stopping on SIGTERM; rerun the same command to resume")
-            raise SystemExit(128 + signum)
+        for signum in signals:
+            log.warning(f"step {trainer.step:6d} | {signal.Signals(signum).name} received: checkpoint saved")
+            if callable(self.previous.get(signum)):
+                self.deferred.append(signum)
+        if self.deferred:
+            log.warning(f"step {trainer.step:6d} | stopping; the signal goes on to the handler installed before ours")
+            raise SystemExit(128 + self.deferred[0])
+        if signal.SIGTERM in signals:
+            log.warning(f"step {trainer.step:6d} | stopping on SIGTERM; rerun the same command to resume")
+            raise SystemExit(128 + signal.SIGTERM)

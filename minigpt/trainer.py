@@ -234,7 +234,7 @@ class Trainer:
             record.fail(exc)
             raise
         finally:
-            checkpoints.uninstall()
             self.logger.log(record.close(self.step, self.tokens_seen), self.step)
             self.logger.finish()
+            checkpoints.uninstall()  # last: may hand a signal on to submitit, which requeues the job
         return final

@@ -1,10 +1,12 @@
 """Exact checkpoint/resume on CPU float32: a stopped run continues with bit-identical per-step losses.
 
-Stops covered: SIGUSR1 (checkpoint and go on) and SIGTERM (checkpoint and stop) at a step boundary,
+Stops covered: SIGUSR1 (checkpoint and go on), SIGTERM (checkpoint and stop) and SIGUSR2 with a
+scheduler's handler installed before ours (checkpoint, stop, then that handler) at a step boundary,
 SIGKILL between checkpoints (the steps after the last checkpoint are redone), and SIGKILL in the
 middle of a checkpoint write plus a corrupt newest checkpoint (the previous one is used).
 """
 
+import json
 import logging
 import os
 import signal
@@ -44,23 +46,40 @@ def reference(tmp_path_factory) -> dict[int, float]:
     return ref
 
 
-def test_sigusr1_and_sigterm_checkpoint_at_step_boundary_and_resume_exactly(tmp_path, reference):
+def test_signals_checkpoint_at_the_step_boundary_and_the_run_resumes_exactly(tmp_path, reference):
     run_dir = tmp_path / "run"
     cfg = tiny_config(*RUN, "train.checkpoint_every=3", "train.keep_checkpoints=3")
-    tasks = [signal_at(2, signal.SIGUSR1), signal_at(5, signal.SIGTERM)]
     handler_before = signal.getsignal(signal.SIGTERM)
+
+    # A plain run (no handler before ours): SIGUSR1 at 2 saves and goes on, SIGTERM at 5 saves and stops.
     with pytest.raises(SystemExit) as stop:
-        Trainer(cfg, run_dir, extra_tasks=tasks).fit()
+        Trainer(cfg, run_dir, extra_tasks=[signal_at(2, signal.SIGUSR1), signal_at(5, signal.SIGTERM)]).fit()
     assert stop.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is handler_before  # handlers restored after the loop
-    # USR1 at 2 saved and training went on; the periodic save at 3; SIGTERM at 5 saved and stopped.
-    assert [p.name for p in list_checkpoints(run_dir)] == [checkpoint_path(run_dir, s).name for s in (2, 3, 5)]
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(run_dir)] == [2, 3, 5]  # 3: periodic
     assert max(losses(run_dir)) == 5
+
+    # A handler installed before ours, as submitit's SIGUSR2 handler is under SLURM: the run saves at
+    # the step boundary, stops, closes its loggers and only then calls that handler (which requeues).
+    calls = []
+
+    def scheduler_handler(signum, frame):
+        status = json.loads((run_dir / "run_summary.json").read_text())["status"]
+        calls.append((signum, [load_checkpoint(p)["step"] for p in list_checkpoints(run_dir)], status))
+
+    previous = signal.signal(signal.SIGUSR2, scheduler_handler)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            Trainer(cfg, run_dir, extra_tasks=[signal_at(6, signal.SIGUSR2)]).fit()
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert stop.value.code == 128 + signal.SIGUSR2
+    assert calls == [(signal.SIGUSR2, [3, 5, 6], "interrupted")]
 
     resumed = Trainer(cfg, run_dir)
     resumed.fit()
     assert losses(run_dir) == reference  # bit-identical, every step logged once
-    # keep_checkpoints=3: the oldest (2, 3) were pruned as 6 and 8 were written
+    # keep_checkpoints=3: the oldest were pruned as newer ones were written
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(run_dir)] == [5, 6, 8]
     assert resumed.step == STEPS and resumed.tokens_seen == STEPS * 4 * 64
 

@@ -4,11 +4,12 @@ The `slurm` test proves, in one job array (to keep CI short): `--multirun cluste
 array whose jobs both train and write metrics and checkpoints; the job whose training is longer than
 its 1-minute time limit gets SIGUSR2, checkpoints at the next step boundary, is requeued by submitit,
 resumes from that checkpoint in the same run directory, and finishes with per-step losses
-bit-identical to an uninterrupted run (and every step logged once).
+bit-identical to an uninterrupted run (every step logged once), all its segments logging to one W&B run.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -24,6 +25,7 @@ from minigpt.checkpoint import list_checkpoints, load_checkpoint
 from minigpt.trainer import Trainer
 
 from tests.conftest import CONF_DIR, ROOT, TINY, read_losses, run_cli, tiny_config
+from tests.wandb_records import finished_run_records, run_record
 
 SCRIPT = ROOT / "launch" / "local_slurm.sh"
 SLURMCTLD_PID = Path("/var/run/slurm/slurmctld.pid")
@@ -73,8 +75,9 @@ def steps_lasting(seconds: float) -> int:
     return math.ceil(seconds / min(times))
 
 
-def start_cli(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def start_cli(args: list[str], cwd: Path, log: Path, **env_extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           **env_extra}
     return subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
@@ -83,10 +86,10 @@ def test_multirun_array_trains_both_jobs_and_requeues_the_timed_out_one_exactly(
     # Training of the long job outlasts the latest possible signal (40 s after the job starts).
     n_long, n_short = steps_lasting(45), 6
     client = start_cli(["minigpt.train", "--multirun", *SLURM, *RUN, f"train.num_iterations={n_long},{n_short}"],
-                       tmp_path, tmp_path / "client.log")
+                       tmp_path, tmp_path / "client.log", WANDB_MODE="offline")
     # The uninterrupted reference runs meanwhile on the other core.
-    reference = start_cli(["minigpt.train", *RUN, f"train.num_iterations={n_long}", f"hydra.run.dir={tmp_path / 'ref'}"],
-                          tmp_path, tmp_path / "reference.log")
+    reference = start_cli(["minigpt.train", *RUN, f"train.num_iterations={n_long}", "logger=none",
+                           f"hydra.run.dir={tmp_path / 'ref'}"], tmp_path, tmp_path / "reference.log")
     try:
         assert reference.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
         assert client.wait(timeout=600) == 0, (tmp_path / "client.log").read_text()[-3000:]
@@ -114,6 +117,14 @@ def test_multirun_array_trains_both_jobs_and_requeues_the_timed_out_one_exactly(
     reference_losses = read_losses(tmp_path / "ref")
     assert sorted(reference_losses) == list(range(1, n_long + 1))
     assert read_losses(long_dir) == reference_losses  # bit-identical, every step once
+
+    # Every segment of the requeued job logged to the same W&B run (offline), and the run's record
+    # counts the segments and ends finished.
+    summary = json.loads((long_dir / "run_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["segments"] == log.count("resumed from") + 1
+    wandb_runs = sorted(long_dir.glob("wandb/offline-run-*"))
+    assert len(wandb_runs) == summary["segments"]
+    assert len({run_record(finished_run_records(d)).run_id for d in wandb_runs}) == 1
 
 
 @pytest.mark.parametrize("name,gres", [("grace_a100", "gpu:a100:2"), ("faster_a100", "gpu:a100:2"), ("aces_h100", "gpu:h100:2")])
