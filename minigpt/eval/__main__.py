@@ -31,7 +31,7 @@ def compose_eval_config(overrides: list[str]):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return to_config(compose(config_name="config", overrides=["eval=hellaswag", *overrides]))
     except (HydraException, OmegaConfBaseException) as exc:
-        raise ConfigError("; ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from None
+        raise ConfigError(" ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from None
 
 
 def format_table(results: dict[str, dict]) -> str:

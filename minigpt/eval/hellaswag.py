@@ -69,7 +69,7 @@ class Rendered:
     """Token rows for N examples x 4 endings, plus what each protocol's acc_norm divides by."""
 
     rows: list[tuple[list[int], list[int]]]  # 4 * N (context, continuation) rows, example-major
-    char_lens: torch.Tensor  # (N, 4) characters of each choice (harness acc_norm)
+    char_lens: torch.Tensor  # (N, 4) characters of each choice, without the delimiter (harness acc_norm)
     labels: torch.Tensor  # (N,)
 
 
@@ -78,7 +78,7 @@ def render_llmc(examples: Sequence[dict], encode: Callable[[str], list[int]]) ->
     for ex in examples:
         ctx = encode(ex["ctx"])
         rows.extend((ctx, encode(" " + e)) for e in ex["endings"])
-    lens = [[len(" " + e) for e in ex["endings"]] for ex in examples]
+    lens = [[len(e) for e in ex["endings"]] for ex in examples]  # unused by llmc (its acc_norm divides by tokens)
     return Rendered(rows, torch.tensor(lens, dtype=torch.float64), torch.tensor([ex["label"] for ex in examples]))
 
 

@@ -21,7 +21,11 @@ from minigpt.data.tokenizer import EOT_TOKEN
 from minigpt.runtime import autocast_context
 
 Row = tuple[Sequence[int], Sequence[int]]
-HEAD_CHUNK = 2048  # scored positions per head call: 2048 x 50257 fp32 logits = 400 MB at most
+# Scored positions per head call, bounding the (positions x vocab) logits held at once. On CPU, 128
+# positions (26 MB of fp32 logits at GPT-2's vocab) stay under glibc's mmap threshold, so the buffer
+# is reused instead of page-faulted in afresh for every call (measured: ~40% of CPU time was system time).
+HEAD_CHUNK = {"cpu": 128}
+HEAD_CHUNK_DEFAULT = 2048
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -60,10 +64,9 @@ def _scored_logprobs(model, idx: torch.Tensor, mask: torch.Tensor, targets: torc
     """Log-probability of each target at the masked positions (flattened in row-major order), fp32."""
     if callable(getattr(model, "body", None)) and callable(getattr(model, "head", None)):
         hidden = model.body(idx)[mask]
-        # The head in slices bounds the (positions x vocab) logits held at once.
+        step = HEAD_CHUNK.get(idx.device.type, HEAD_CHUNK_DEFAULT)
         return torch.cat([
-            _target_logprobs(model.head(hidden[i:i + HEAD_CHUNK]), targets[i:i + HEAD_CHUNK])
-            for i in range(0, len(hidden), HEAD_CHUNK)
+            _target_logprobs(model.head(hidden[i:i + step]), targets[i:i + step]) for i in range(0, len(hidden), step)
         ])
     out = model(idx)
     return _target_logprobs((out[0] if isinstance(out, (tuple, list)) else out)[mask], targets)
