@@ -13,7 +13,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.export_hf", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a ckpt_*.pt file, or a run directory (its newest checkpoint is used)")
+    parser.add_argument("checkpoint", help="a ckpt_*.pt file, a run directory (its newest checkpoint) or a Hugging Face GPT-2 folder")
     parser.add_argument("out_dir", help="folder to write (created if missing)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="weights dtype on disk")
     parser.add_argument("--no-verify", dest="verify", action="store_false", help="skip the logits comparison")
