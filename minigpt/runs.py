@@ -191,6 +191,12 @@ def load_wandb_runs(spec: str) -> list[Run]:
         raise ConfigError(f"--wandb {spec!r}: expected ENTITY/PROJECT or ENTITY/PROJECT/GROUP")
     import wandb
 
+    from minigpt.wandb_logger import _base_url, has_api_key, server_reachable
+
+    if not has_api_key():
+        raise ConfigError("--wandb needs a W&B API key (WANDB_API_KEY or `wandb login`); or pass run directories")
+    if not server_reachable():
+        raise ConfigError(f"--wandb: {_base_url()} is not reachable; without network, pass the run directories instead")
     try:
         api = wandb.Api(timeout=30)
         found = api.runs("/".join(parts[:2]), filters={"group": parts[2]} if len(parts) == 3 else None)

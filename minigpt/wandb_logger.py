@@ -39,7 +39,15 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _base_url() -> str:
-    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    """WANDB_BASE_URL, else the installed wandb's default server (it moved between wandb versions)."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"]
+    try:
+        import wandb
+
+        return wandb.Settings().base_url
+    except Exception:  # noqa: BLE001 - no wandb: the classic default
+        return "https://api.wandb.ai"
 
 
 def has_api_key() -> bool:
@@ -155,7 +163,7 @@ def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[
     if mode == "offline":
         local = Path(run.dir).parent  # .../wandb/offline-run-<time>-<id>/files -> the run folder
         reason = why_offline or "WANDB_MODE=offline"
-        (warn if why_offline else log.info)(f"W&B run recorded offline ({reason}); upload it later with: wandb sync {local}")
+        (warn if why_offline else log.info)(f"W&B run recorded offline: {reason}. Upload it later with: wandb sync {local}")
     else:
         log.info(f"W&B run: {run.url}")
     return WandbLogger(run)

@@ -7,7 +7,7 @@ import time
 import matplotlib.image
 
 from minigpt.compare import main as compare_main
-from tests.conftest import ROOT, TINY, read_metrics, run_cli
+from tests.conftest import ROOT, SHARED_DATA, TINY, read_metrics, run_cli
 from tests.wandb_records import finished_run_records, run_record
 
 ARCHS = ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
@@ -23,7 +23,9 @@ def test_arch_ablation_tiny_sweep_runs_and_compares(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     done = run_cli(
         ["minigpt.train", "-m", "--config-dir", "sweeps", "--config-name", "arch_ablation_tiny", *TINY,
-         "train.num_iterations=4", "train.val_loss_every=2", "train.sample_every=0", f"hydra.sweep.dir={sweep_dir}"],
+         "train.num_iterations=4", "train.val_loss_every=2", "train.sample_every=0", f"hydra.sweep.dir={sweep_dir}",
+         "eval.hellaswag.every=0", "eval.hellaswag.limit=8",  # HellaSwag once, at the end, on 8 examples
+         f"eval.hellaswag.path={SHARED_DATA / 'hellaswag' / 'hellaswag_val_preprocessed.jsonl'}"],
         cwd=ROOT, env_extra={"WANDB_MODE": "offline"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -37,15 +39,21 @@ def test_arch_ablation_tiny_sweep_runs_and_compares(tmp_path, capsys):
 
     out = tmp_path / "report"
     assert compare_main([str(sweep_dir), "--out", str(out)]) == 0
-    rows = table_lines(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    rows = table_lines(printed)
+    assert "| HellaSwag harness acc_norm | HellaSwag llmc acc_norm |" in printed
     assert [r[1] for r in rows] == ARCHS and all(r[-1] == "finished" for r in rows)
     for row, run_dir in zip(rows, runs):
-        final_val = [r["val/loss"] for r in read_metrics(run_dir) if "val/loss" in r][-1]
+        metrics = read_metrics(run_dir)
+        final_val = [r["val/loss"] for r in metrics if "val/loss" in r][-1]
         assert row[5] == f"{final_val:.4f}" and row[4] == "1.02K"  # 4 steps x 4 x 64 tokens
+        for col, protocol in ((6, "harness"), (7, "llmc")):
+            (acc_norm,) = [r[f"hellaswag/{protocol}/acc_norm"] for r in metrics if f"hellaswag/{protocol}/acc_norm" in r]
+            assert row[col] == f"{acc_norm:.4f}"
     assert table_lines((out / "report.md").read_text()) == rows
-    image = matplotlib.image.imread(out / "val_loss.png")
-    assert image.shape[0] > 300 and image.shape[1] > 500
-    assert not (out / "hellaswag.png").exists()  # no HellaSwag metrics in these runs: no empty plot
+    for png in ("val_loss.png", "hellaswag.png"):
+        image = matplotlib.image.imread(out / png)
+        assert image.shape[0] > 300 and image.shape[1] > 500
 
 
 def _write_run(path, rows, num_iterations=100, summary=None, arch="gpt2", age_s=0.0, tail=""):
@@ -110,3 +118,16 @@ def test_compare_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
     assert "does not exist" in err[0] and "no runs" in err[1]
+
+
+def test_compare_from_wandb_fails_in_one_line_without_key_or_network(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert compare_main(["--wandb", "team/minigpt/arch_ablation"]) == 2
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    assert compare_main(["--wandb", "team/minigpt"]) == 2
+    assert compare_main(["--wandb", "just-a-project"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "API key" in err[0] and "127.0.0.1:9 is not reachable" in err[1] and "ENTITY/PROJECT" in err[2]

@@ -149,3 +149,16 @@ def test_resumed_run_continues_the_same_wandb_run_and_adds_up_wall_time(tmp_path
     second = read_summary(tmp_path)
     assert second["segments"] == 2 and second["status"] == "finished" and second["step"] == 3
     assert second["wall_s"] > first["wall_s"] and second["started_at"] == first["started_at"]
+
+
+def test_online_without_api_key_records_offline_and_says_how_to_sync(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    warnings = []
+    logger = build_loggers(tiny_config(), tmp_path, warn=warnings.append)
+    logger.log({"train/loss": 2.0}, 1)
+    logger.finish()
+    assert len(warnings) == 1 and warnings[0].startswith("W&B run recorded offline: no W&B API key")
+    sync_dir = warnings[0].split("Upload it later with: wandb sync ")[1]
+    assert history(finished_run_records(sync_dir))[0]["train/loss"] == 2.0
