@@ -13,6 +13,7 @@ import logging
 import netrc
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
@@ -126,7 +127,10 @@ class WandbLogger:
             self.run.log(numbers, step=step)
 
     def finish(self) -> None:
-        self.run.finish()
+        # Called from the trainer's `finally`: an exception on its way up marks the W&B run as failed.
+        exc = sys.exc_info()[1]
+        code = 0 if exc is None else (exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1)
+        self.run.finish(exit_code=code)
 
 
 def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[[str], None] = print):

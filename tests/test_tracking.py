@@ -48,6 +48,7 @@ def test_offline_run_history_holds_the_logged_keys(tmp_path, wandb_offline):
     assert last["samples/_type"] == "table-file" and last["samples/nrows"] == 1  # the text sample table
     assert last["run/gpu_hours"] == 0 and last["run/cost"] == 0 and last["run/wall_hours"] > 0
 
+    assert records[-1].exit.exit_code == 0
     run = run_record(records)
     assert trainer.logger.run_id == run.run_id
     assert run.run_group == "quickstart" and run.job_type == "gpt2"  # group = experiment outside a sweep
@@ -127,7 +128,7 @@ def test_mode_follows_wandb_mode_and_falls_back_offline(tmp_path, monkeypatch):
     assert mode == "offline" and "not reachable" in why
 
 
-def test_failed_run_is_recorded_as_failed(tmp_path):
+def test_failed_run_is_recorded_as_failed(tmp_path, wandb_offline):
     def crash(trainer):
         raise RuntimeError("out of memory (simulated)")
 
@@ -137,6 +138,8 @@ def test_failed_run_is_recorded_as_failed(tmp_path):
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert summary["status"] == "failed" and summary["step"] == 2
     assert summary["error"] == "RuntimeError: out of memory (simulated)"
+    exit_record = finished_run_records(tmp_path)[-1]
+    assert exit_record.WhichOneof("record_type") == "exit" and exit_record.exit.exit_code == 1
 
 
 def test_resumed_run_continues_the_same_wandb_run_and_adds_up_wall_time(tmp_path, wandb_offline):
