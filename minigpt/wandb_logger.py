@@ -85,22 +85,24 @@ def resolve_mode(requested: str | None) -> tuple[str, str | None]:
     return mode, None
 
 
-def sweep_name() -> str | None:
-    """Under `--multirun`: the sweep config's name (sweeps/arch_ablation.yaml -> arch_ablation), else the sweep dir."""
+def run_group(cfg) -> str | None:
+    """W&B group: logger.group, else the sweep file's name (sweeps/arch_ablation.yaml -> arch_ablation), else
+    `experiment`, else the multirun folder (a plain `-m a=1,2` or a SLURM submission); None for a single local run."""
+    if cfg.logger.group:
+        return cfg.logger.group
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        if not HydraConfig.initialized():
-            return None
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return None
-        if hc.job.config_name and hc.job.config_name != "config":
-            return hc.job.config_name
-        return "_".join(Path(hc.sweep.dir).parts[-2:])
-    except Exception:  # noqa: BLE001 - no Hydra context (tests, notebooks): no sweep name
-        return None
+        hc = HydraConfig.get() if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - no Hydra context (tests, notebooks)
+        hc = None
+    multirun = hc is not None and hc.mode == RunMode.MULTIRUN
+    if multirun and hc.job.config_name and hc.job.config_name != "config":
+        return hc.job.config_name
+    if cfg.experiment:
+        return cfg.experiment
+    return "_".join(Path(hc.sweep.dir).parts[-2:]) if multirun else None
 
 
 class WandbLogger:
@@ -153,7 +155,7 @@ def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[
     run = wandb.init(
         project=lc.project,
         entity=lc.entity,
-        group=lc.group or sweep_name() or cfg.experiment,
+        group=run_group(cfg),
         job_type=lc.job_type or arch,
         tags=tags,
         name=Path(run_dir).name,
