@@ -209,7 +209,7 @@ def load_wandb_runs(spec: str) -> list[Run]:
             ]
             run = Run(name=r.name, config=_unflatten(dict(r.config)), rows=rows, summary={})
             run.summary = {
-                "wall_s": summary.get("run/wall_hours", 0) * 3600 or None,
+                "wall_s": (summary.get("run/wall_hours") or 0) * 3600 or None,
                 "gpu_hours": summary.get("run/gpu_hours"),
                 "cost": summary.get("run/cost"),
                 "cost_unit": run.cfg("cluster.cost_unit"),
