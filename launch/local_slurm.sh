@@ -17,7 +17,7 @@ PIDS=(/var/run/slurm/slurmd.pid /var/run/slurm/slurmctld.pid /var/run/munge/mung
 die() { echo "local_slurm.sh: $*" >&2; exit 1; }
 # Exit code 3: SLURM cannot be installed here (tests skip on it); anything else non-zero is a failure.
 cannot() { echo "local_slurm.sh: $*" >&2; exit 3; }
-alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { [ -s "$1" ] && [ -d "/proc/$(cat "$1")" ]; }  # works for non-root users too
 
 install_packages() {
   command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
@@ -88,6 +88,9 @@ CONF
 }
 
 start() {
+  if alive /var/run/slurm/slurmctld.pid && alive /var/run/slurm/slurmd.pid && sinfo >/dev/null 2>&1; then
+    sinfo; return  # already up (any user may use it)
+  fi
   [ "$(id -u)" = 0 ] || cannot "must run as root (installs packages and starts daemons)"
   install_packages
   write_conf
