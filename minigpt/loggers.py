@@ -46,6 +46,19 @@ def _jsonable(v):
     return v
 
 
+class NullLogger:
+    """What ranks other than 0 log to under data parallelism: nothing."""
+
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def add(self, logger: Logger) -> None:
+        pass
+
+
 class MultiLogger:
     def __init__(self, primary: Logger, extras: list[Logger], warn: Callable[[str], None] = print):
         self.primary, self.extras, self.warn = primary, list(extras), warn

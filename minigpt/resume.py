@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from minigpt import distributed
 from minigpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 from minigpt.errors import ConfigError
 
@@ -86,7 +87,9 @@ def load_resume_state(resume: str, run_dir: str | os.PathLike) -> Optional[tuple
 def resume_trainer(trainer: "Trainer") -> Optional[str]:
     """Load the checkpoint `train.resume` selects into `trainer`; returns the logger run id stored with it."""
     run_dir = trainer.run_dir
-    remove_stale_temp_files(run_dir)
+    main = getattr(trainer, "dist", None) is None or trainer.dist.is_main  # every rank loads; rank 0 tidies files
+    if main:
+        remove_stale_temp_files(run_dir)
     found = load_resume_state(trainer.cfg.train.resume, run_dir)
     run_id = None
     if found is not None:
@@ -101,7 +104,8 @@ def resume_trainer(trainer: "Trainer") -> Optional[str]:
             ) from exc
         run_id = state.get("logger_run_id")
         log.info(f"resumed from {path} at step {trainer.step} ({trainer.tokens_seen:,} tokens seen)")
-    drop_metrics_after(run_dir / "metrics.jsonl", trainer.step)
+    if main:
+        drop_metrics_after(run_dir / "metrics.jsonl", trainer.step)
     return run_id
 
 
@@ -180,9 +184,11 @@ class Checkpointer:
 
     def after_step(self, trainer: "Trainer", last: bool) -> None:
         signals, self.pending = list(dict.fromkeys(self.pending)), []
-        if last or signals or (self.every > 0 and trainer.step % self.every == 0):
-            trainer.save()
-            prune_checkpoints(trainer.run_dir, self.keep)
+        # Saving is collective under data parallelism, so a signal seen by any rank makes every rank save.
+        asked = distributed.any_rank(bool(signals))
+        if last or asked or (self.every > 0 and trainer.step % self.every == 0):
+            if trainer.save() is not None:  # None on ranks other than 0, which write nothing
+                prune_checkpoints(trainer.run_dir, self.keep)
         for signum in signals:
             log.warning(f"step {trainer.step:6d} | {signal.Signals(signum).name} received: checkpoint saved")
             if callable(self.previous.get(signum)):

@@ -24,9 +24,13 @@ log = logging.getLogger("minigpt")
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
     """Build a Trainer from a composed config and train; returns the final metrics."""
+    from minigpt import distributed
     from minigpt.trainer import Trainer  # imported here so --help and config errors stay fast
 
-    return Trainer(to_config(cfg), run_dir).fit()
+    try:
+        return Trainer(to_config(cfg), run_dir).fit()
+    finally:
+        distributed.shutdown()  # leave the process group (torchrun / srun ranks) cleanly
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import torch
 
+from minigpt import distributed
 from minigpt.checkpoint import checkpoint_path, init_weights_from, save_checkpoint
 from minigpt.config import Config, to_container
 from minigpt.data.corpus import prepare_splits
 from minigpt.data.loader import DataLoader
 from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
 from minigpt.errors import ConfigError
-from minigpt.loggers import build_loggers
+from minigpt.loggers import NullLogger, build_loggers
 from minigpt.model import GPT, validate_model_config
 from minigpt.optim import build_optimizer, lr_at
 from minigpt.perf import device_name, mfu, peak_flops
@@ -32,8 +33,8 @@ from minigpt.tasks import PeriodicTask, build_eval_tasks
 log = logging.getLogger("minigpt")
 
 
-def validate_train_config(cfg: Config) -> int:
-    """Check the run's shape before any compute; returns the gradient-accumulation steps."""
+def validate_train_config(cfg: Config, world_size: int = 1) -> int:
+    """Check the run's shape before any compute; returns the gradient-accumulation steps per rank."""
     validate_model_config(cfg.arch, cfg.model)
     tc = cfg.train
     seq_len = tc.sequence_length or cfg.model.block_size
@@ -44,11 +45,12 @@ def validate_train_config(cfg: Config) -> int:
         )
     if tc.num_iterations <= 0 or tc.batch_size <= 0:
         raise ConfigError("train.num_iterations and train.batch_size must be positive")
-    micro_tokens = tc.batch_size * seq_len
+    distributed.check_zero_stage(tc.zero_stage)
+    micro_tokens = tc.batch_size * seq_len * world_size  # one micro-batch on every rank
     total = tc.total_batch_size or micro_tokens
     if total % micro_tokens:
         raise ConfigError(
-            f"train.total_batch_size={total} is not a multiple of batch_size * sequence_length = {micro_tokens}: "
+            f"train.total_batch_size={total} is not a multiple of batch_size * sequence_length * ranks = {micro_tokens}: "
             f"use a multiple such as {micro_tokens * max(1, round(total / micro_tokens))}"
         )
     return total // micro_tokens
@@ -58,27 +60,31 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, extra_tasks: list[PeriodicTask] | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         tc = cfg.train
-        self.grad_accum = validate_train_config(cfg)
+        self.dist, self.device = distributed.init(pick_device(tc.device))
+        self.grad_accum = validate_train_config(cfg, self.dist.world_size)
         self.seq_len = tc.sequence_length or cfg.model.block_size
-        self.device = pick_device(tc.device)
         configure_backends(self.device)
         seed_everything(tc.seed)
 
-        train_files, val_files = prepare_splits(cfg.data, log=log.info)
-        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.seed, split="train")
-        self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val")
+        with distributed.main_first(self.dist):  # rank 0 fills the token cache, the others then read it
+            train_files, val_files = prepare_splits(cfg.data, log=log.info)
+        ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size}  # each rank reads its own slice
+        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.seed, split="train", **ranks)
+        self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val", **ranks)
         self._fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
 
         self.raw_model = GPT(cfg.arch, cfg.model)
         if tc.init_from:  # fine-tuning; a resumed run's checkpoint still wins (loaded later, in fit)
             init_weights_from(self.raw_model, tc.init_from)
         self.raw_model.to(self.device)
-        self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model
-        self.optimizer = build_optimizer(self.raw_model, cfg.optim, self.device.type)
+        self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model  # eval uses it without DDP
+        self.ddp_model = distributed.wrap_model(self.model, self.dist, self.device)  # training forward/backward
+        optimizer = build_optimizer(self.raw_model, cfg.optim, self.device.type)
+        self.optimizer = distributed.shard_optimizer(optimizer, self.dist, tc.zero_stage)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=str(tc.dtype.value) == "float16")
         self.autocast = lambda: autocast_context(self.device, tc.dtype.value)
         self.step, self.tokens_seen = 0, 0
-        self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len
+        self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len * self.dist.world_size
         self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
         self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
         self.tasks = [
@@ -93,6 +99,8 @@ class Trainer:
 
     def next_train_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self._fixed_batch if self._fixed_batch is not None else self.train_loader.next_batch()
+        if self.device.type == "cuda":  # page-locked host memory makes the copy asynchronous
+            x, y = x.pin_memory(), y.pin_memory()
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train_step(self) -> dict:
@@ -101,13 +109,15 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=self.device)
-        for _ in range(self.grad_accum):
+        for micro in range(self.grad_accum):
             x, y = self.next_train_batch()
-            with self.autocast():
-                _, loss = self.model(x, y)
-            loss = loss / self.grad_accum  # mean over the whole optimizer batch
-            loss_sum += loss.detach()
-            self.scaler.scale(loss).backward()
+            with distributed.grad_sync(self.ddp_model, last_micro_step=micro == self.grad_accum - 1):
+                with self.autocast():
+                    _, loss = self.ddp_model(x, y)
+                loss = loss / self.grad_accum  # mean over this rank's share; DDP averages over ranks
+                loss_sum += loss.detach()
+                self.scaler.scale(loss).backward()
+        loss_sum = distributed.all_reduce_sum(loss_sum) / self.dist.world_size
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
@@ -138,15 +148,18 @@ class Trainer:
     def validate(self) -> dict:
         self.model.eval()
         self.val_loader.reset()
-        steps = min(self.cfg.train.val_max_steps, len(self.val_loader.chunks) // self.val_loader.B)
-        total = torch.zeros((), device=self.device)
-        for _ in range(steps):
+        # The first `steps` val batches, rank r taking batches r, r+W, ...: the same set for any world size.
+        W = self.dist.world_size
+        steps = min(self.cfg.train.val_max_steps, len(self.val_loader.chunks) // (self.val_loader.B * W) * W)
+        total = torch.zeros(2, device=self.device)  # (loss sum, batches)
+        for _ in range(self.dist.rank, steps, W):
             x, y = self.val_loader.next_batch()
             with self.autocast():
                 _, loss = self.model(x.to(self.device), y.to(self.device))
-            total += loss.float()
+            total += torch.stack([loss.float(), torch.ones((), device=self.device)])
         self.model.train()
-        val_loss = (total / steps).item()
+        total = distributed.all_reduce_sum(total)
+        val_loss = (total[0] / total[1]).item()
         log.info(f"step {self.step:6d} | val loss {val_loss:.4f}")
         return {"val/loss": val_loss}
 
@@ -168,7 +181,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": distributed.optimizer_state(self.optimizer),  # collective under ZeRO
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "tokens_seen": self.tokens_seen,
@@ -186,9 +199,13 @@ class Trainer:
         self.train_loader.load_state_dict(state["train_loader"])
         set_rng_state(state["rng"])
 
-    def save(self) -> Path:
-        path = save_checkpoint(self.state_dict(), checkpoint_path(self.run_dir, self.step))
-        log.info(f"step {self.step:6d} | checkpoint {path}")
+    def save(self) -> Path | None:
+        state = self.state_dict()  # every rank takes part (ZeRO gathers optimizer shards); rank 0 writes
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(state, checkpoint_path(self.run_dir, self.step))
+            log.info(f"step {self.step:6d} | checkpoint {path}")
+        distributed.barrier()  # nobody races ahead (or exits) before the checkpoint is on disk
         return path
 
     # ------------------------------------------------------------------ loop
@@ -199,14 +216,17 @@ class Trainer:
             f"arch={self.cfg.arch.name} model={self.cfg.model.name} | params {m.num_params() / 1e6:.2f}M "
             f"(non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
             f"FLOPs/token {self.flops_per_token / 1e6:.1f}M | device {self.device} "
-            f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum})"
+            f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum}"
+            f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage})"
         )
 
     def fit(self) -> dict:
         tc = self.cfg.train
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # only rank 0 writes the run directory
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         run_id = resume_trainer(self)  # before the loggers open, so they continue the checkpoint's run
-        self.logger = build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=run_id)
+        self.logger = (build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=run_id) if self.dist.is_main
+                       else NullLogger())
         record = RunRecord(self)  # run_summary.json: status, wall time, GPU-hours, cost
         self.logger.add(record)
         log.info(self.describe())

@@ -1,0 +1,175 @@
+"""Data parallelism: who am I (rank / world size from torchrun or SLURM), DDP, ZeRO-1, reductions.
+
+One process per device. Under `torchrun` the rank comes from RANK / WORLD_SIZE / LOCAL_RANK; under
+SLURM (`srun`, or submitit with tasks_per_node = GPUs per node) from SLURM_PROCID / SLURM_NTASKS /
+SLURM_LOCALID, with the master address taken from the job's node list (first node) and a port
+derived from the job id, so every task agrees without talking. NCCL on GPUs, gloo on CPU.
+
+Every rank runs the same loop; only rank 0 writes metrics, logs and checkpoints. With
+`train.zero_stage=1` the optimizer state is sharded across ranks (ZeroRedundancyOptimizer); its
+state is consolidated onto rank 0 for checkpoints, and every rank loads the full state on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.distributed as dist
+
+from minigpt.errors import ConfigError
+
+log = logging.getLogger("minigpt")
+
+ZERO_STAGES = (0, 1)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+    launcher: str = "single"  # single | torchrun | slurm
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _slurm_master(env: Mapping[str, str]) -> tuple[str, int]:
+    from submitit.slurm.slurm import _parse_node_list  # the same parser submitit's own helpers use
+
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not nodelist:
+        raise ConfigError("SLURM_NTASKS > 1 but SLURM_JOB_NODELIST is unset: launch the tasks with srun")
+    addr = env.get("MASTER_ADDR") or _parse_node_list(nodelist)[0]
+    # Same port on every task of the job: derived from the job id, away from well-known ports.
+    port = int(env.get("MASTER_PORT") or 20000 + int(env.get("SLURM_JOB_ID", "0")) % 40000)
+    return addr, port
+
+
+def detect(env: Mapping[str, str] | None = None) -> DistEnv:
+    """Rank, world size and master address from the launcher's environment variables."""
+    env = os.environ if env is None else env
+    if "RANK" in env and "WORLD_SIZE" in env:  # torchrun (also torchrun inside a SLURM allocation)
+        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
+                       env.get("MASTER_ADDR"), int(env["MASTER_PORT"]) if env.get("MASTER_PORT") else None, "torchrun")
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:  # srun / submitit, one task per GPU
+        addr, port = _slurm_master(env)
+        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)),
+                       addr, port, "slurm")
+    return DistEnv()
+
+
+def init(device: torch.device) -> tuple[DistEnv, torch.device]:
+    """Join the process group (idempotent) and pick this rank's device; single process: a no-op."""
+    env = detect()
+    if not env.enabled:
+        return env, device
+    if device.type == "cuda":
+        device = torch.device("cuda", env.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # torchrun's variables, also under SLURM, so code that reads RANK / WORLD_SIZE agrees with us
+        for key, value in (("RANK", env.rank), ("WORLD_SIZE", env.world_size), ("LOCAL_RANK", env.local_rank),
+                           ("MASTER_ADDR", env.master_addr or "127.0.0.1"), ("MASTER_PORT", env.master_port or 29500)):
+            os.environ.setdefault(key, str(value))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
+                                device_id=device if device.type == "cuda" else None)
+    if not env.is_main:
+        log.setLevel(logging.WARNING)  # one rank talks; the others only warn
+    log.info(f"distributed: {env.world_size} ranks via {env.launcher}, backend {dist.get_backend()}")
+    return env, device
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def check_zero_stage(stage: int) -> None:
+    if stage not in ZERO_STAGES:
+        raise ConfigError(
+            f"train.zero_stage={stage} is not supported: use 0 (plain DDP) or 1 (optimizer state sharded across ranks)"
+        )
+
+
+def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device) -> torch.nn.Module:
+    """DDP for training (gradients all-reduced in buckets during backward); unchanged for one process."""
+    if not env.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def grad_sync(model: torch.nn.Module, last_micro_step: bool):
+    """No all-reduce on all but the last micro-step of gradient accumulation (gradients pile up locally)."""
+    if last_micro_step or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def shard_optimizer(optimizer: torch.optim.Optimizer, env: DistEnv, zero_stage: int) -> torch.optim.Optimizer:
+    """ZeRO-1: rebuild the optimizer as a ZeroRedundancyOptimizer of the same class, groups and settings."""
+    if zero_stage == 0 or not env.enabled:
+        return optimizer
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    cls = type(optimizer)
+    accepted = inspect.signature(cls.__init__).parameters
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    groups = [{k: v for k, v in g.items() if k in accepted or k == "params"} for g in optimizer.param_groups]
+    return ZeroRedundancyOptimizer(groups, optimizer_class=cls, **defaults)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
+    """The full optimizer state; under ZeRO a collective that gathers the shards onto rank 0 (empty elsewhere)."""
+    consolidate = getattr(optimizer, "consolidate_state_dict", None)
+    if consolidate is None:
+        return optimizer.state_dict()
+    consolidate(to=0)
+    return optimizer.state_dict() if dist.get_rank() == 0 else {}
+
+
+@contextlib.contextmanager
+def main_first(env: DistEnv):
+    """Rank 0 runs the block first (e.g. tokenizing into a shared cache), then the others reuse its result."""
+    if env.enabled and not env.is_main:
+        barrier()
+    yield
+    if env.enabled and env.is_main:
+        barrier()
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (in place); the identity in a single process."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if it is True on any rank (e.g. a stop signal that reached only some ranks)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

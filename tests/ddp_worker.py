@@ -1,0 +1,32 @@
+"""Launched by tests/test_distributed.py under torchrun (2 ranks, gloo): several trainings, one launch.
+
+Each launch of two processes costs seconds of start-up, so one launch checks plain DDP, ZeRO-1, and
+checkpoint-under-2-ranks + resume-under-2-ranks. Usage: ddp_worker.py OUT_DIR OVERRIDE...
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from minigpt.checkpoint import checkpoint_path, load_checkpoint
+from minigpt.trainer import Trainer
+from tests.conftest import tiny_config
+
+
+def main(out: Path, overrides: list[str]) -> None:
+    plain = Trainer(tiny_config(*overrides, "train.zero_stage=0"), out / "zero0")
+    plain.fit()
+
+    zero = Trainer(tiny_config(*overrides, "train.zero_stage=1", "train.checkpoint_every=2"), out / "zero1")
+    zero.fit()
+    local = zero.optimizer.optim.state  # this rank's shard of the AdamW state
+    n_params = len(list(zero.raw_model.parameters()))
+    (out / f"rank{zero.dist.rank}.json").write_text(json.dumps({"local_state": len(local), "params": n_params}))
+
+    resumed = Trainer(tiny_config(*overrides, "train.zero_stage=1"), out / "resumed")
+    resumed.load_state_dict(load_checkpoint(checkpoint_path(out / "zero1", 2)))
+    resumed.fit()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:])
