@@ -84,6 +84,19 @@ class OptimConfig:
 
 
 @dataclass
+class PrepareConfig:
+    """`python -m minigpt.prepare`: documents -> llm.c shards in data.path (first shard = val)."""
+
+    source: Optional[str] = None  # HF dataset id, or local files (folder/file/glob of .jsonl .json .parquet .txt .csv)
+    subset: Optional[str] = None  # HF dataset config, e.g. sample-10BT
+    split: str = "train"
+    text_field: str = "text"
+    shard_size: int = 100_000_000  # tokens per shard, as llm.c's fineweb.py
+    num_workers: int = 0  # tokenizer processes; 0: one per CPU core
+    max_shards: Optional[int] = None  # stop after this many shards; rerun without it to continue
+
+
+@dataclass
 class DataConfig:
     """Where tokens come from. `kind`: shakespeare (embedded, default) | text (local files) | shards (.bin)."""
 
@@ -94,6 +107,7 @@ class DataConfig:
     val_fraction: float = 0.05  # text kind: the tail of the token stream held out for validation
     jsonl_field: str = "text"
     cache_dir: str = "${oc.env:MINIGPT_CACHE,${oc.env:HOME,.}/.cache/minigpt}/data"
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
 @dataclass

@@ -1,0 +1,48 @@
+"""Prepare token shards: `python -m minigpt.prepare data=fineweb_edu_10b [data.path=/scratch/fw] [key=value ...]`.
+
+Takes the same config groups and overrides as `minigpt.train` (so `data=...` names the same preset
+for preparing and for training) and writes llm.c shards into `data.path` (see minigpt/data/prepare.py).
+Local files work too: `data=fineweb_edu_10b data.prepare.source=docs/*.jsonl data.path=/tmp/mine`.
+Interrupt it at any time; rerunning the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_data_config(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    import minigpt.config  # noqa: F401 - registers the typed schema
+    from minigpt.config import to_config
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=overrides)).data
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from minigpt.data.prepare import prepare_shards
+    from minigpt.errors import ConfigError
+
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return 0
+    try:
+        cfg = compose_data_config(args)
+        prepare_shards(cfg)
+    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
