@@ -80,7 +80,7 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
-    fused: Optional[bool] = None  # None: fused AdamW on CUDA, plain elsewhere
+    fused: Optional[bool] = None  # None: fused AdamW on CUDA and CPU, plain elsewhere
 
 
 @dataclass
@@ -241,3 +241,17 @@ def to_config(cfg: Any) -> Config:
     except MissingMandatoryValue as exc:
         key = exc.full_key or "a required value"
         raise ConfigError(f"{key} is required but not set: add {key}=... to the command line") from exc
+
+
+def compose_typed(overrides: list[str]) -> Config:
+    """The typed Config that `python -m minigpt.train <overrides>` would use, without a Hydra run dir.
+
+    For the other entrypoints (prepare, bench), so they take the same presets and overrides.
+    """
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+
+    conf_dir = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))

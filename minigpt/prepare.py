@@ -9,19 +9,12 @@ Interrupt it at any time; rerunning the same command continues where it stopped.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_data_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from minigpt.config import compose_typed
 
-    import minigpt.config  # noqa: F401 - registers the typed schema
-    from minigpt.config import to_config
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=overrides)).data
+    return compose_typed(overrides).data
 
 
 def main(argv: list[str] | None = None) -> int:

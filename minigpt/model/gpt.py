@@ -119,8 +119,12 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden states -> logits, cut back to the real vocabulary (padded ids never get probability mass)."""
-        return self.lm_head(x)[..., : self.vocab_size]
+        """Hidden states -> logits over the real vocabulary (padded ids never get probability mass).
+
+        Uses only the real vocabulary's rows of the head weight, so the logits come out contiguous:
+        slicing padded logits instead costs two extra passes over the (B, T, vocab) tensor (~15% of a CPU step).
+        """
+        return F.linear(x, self.lm_head.weight[: self.vocab_size])
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights once). non_embedding drops token and position tables."""

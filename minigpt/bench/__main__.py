@@ -1,0 +1,71 @@
+"""`python -m minigpt.bench [--steps N] [--warmup N] [--reference] [config overrides ...]`
+
+Measures training throughput of a config (the same presets and overrides as minigpt.train) and
+prints one line: tokens/s, per-device tokens/s and MFU. With --reference it also runs the plain
+nanoGPT-style GPT-2 in minigpt/bench/reference.py on the same config in the same process, and prints
+ours / reference. Works under torchrun too (throughput of all ranks, MFU per GPU).
+
+  python -m minigpt.bench model=d12 train.batch_size=16 train.dtype=bfloat16 train.compile=true
+  python -m minigpt.bench --reference train.device=cpu            # CPU: ours vs the reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+
+
+def _fmt(values: list[float]) -> str:
+    return "/".join(f"{v:,.0f}" for v in values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minigpt.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps (per round)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile, allocator)")
+    parser.add_argument("--reference", action="store_true", help="also time the nanoGPT-style reference; print the ratio")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for --reference")
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for minigpt.train")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from minigpt import distributed
+    from minigpt.bench.throughput import compare_reference, measure
+    from minigpt.config import compose_typed
+    from minigpt.errors import ConfigError
+    from minigpt.trainer import Trainer
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        cfg = compose_typed(["train.val_loss_every=0", "train.sample_every=0", *args.overrides])
+        with tempfile.TemporaryDirectory() as run_dir:  # train_step writes nothing; the Trainer wants a dir
+            trainer = Trainer(cfg, run_dir)
+            desc = (f"{cfg.arch.name} {cfg.model.name} (L{cfg.model.n_layer} d{cfg.model.n_embd} T{trainer.seq_len}) | "
+                    f"{trainer.device} x{trainer.dist.world_size} | {cfg.train.dtype.value}"
+                    f"{' compile' if cfg.train.compile else ''} | B{cfg.train.batch_size} accum {trainer.grad_accum}")
+            r = measure(trainer, args.steps, args.warmup)
+            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (no peak FLOPs for this device)"
+            if trainer.dist.is_main:
+                print(f"bench | {desc} | {args.steps} steps | {r['tokens_per_s']:,.0f} tok/s | "
+                      f"{r['tokens_per_s_per_device']:,.0f} tok/s/device | {r['ms_per_step']:.1f} ms/step | MFU {mfu}")
+            if args.reference:
+                c = compare_reference(trainer, args.steps, args.warmup, args.rounds)
+                if trainer.dist.is_main:
+                    print(f"reference | {desc} | ours {c['ours_tokens_per_s']:,.0f} tok/s | nanoGPT-style "
+                          f"{c['reference_tokens_per_s']:,.0f} tok/s | ratio {c['ratio']:.3f}x (median of {args.rounds} rounds; "
+                          f"ours {_fmt(c['rounds_ours'])}, reference {_fmt(c['rounds_ref'])})")
+    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
