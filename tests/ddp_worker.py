@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from minigpt.checkpoint import checkpoint_path, load_checkpoint
+from minigpt.checkpoint import checkpoint_path
 from minigpt.trainer import Trainer
 from tests.conftest import tiny_config
 
@@ -23,9 +23,9 @@ def main(out: Path, overrides: list[str]) -> None:
     n_params = len(list(zero.raw_model.parameters()))
     (out / f"rank{zero.dist.rank}.json").write_text(json.dumps({"local_state": len(local), "params": n_params}))
 
-    resumed = Trainer(tiny_config(*overrides, "train.zero_stage=1"), out / "resumed")
-    resumed.load_state_dict(load_checkpoint(checkpoint_path(out / "zero1", 2)))
-    resumed.fit()
+    # A new run started from the step-2 checkpoint written by 2 ranks (train.resume=<file>), under 2 ranks.
+    start = checkpoint_path(out / "zero1", 2)
+    Trainer(tiny_config(*overrides, "train.zero_stage=1", f"train.resume={start}"), out / "resumed").fit()
 
 
 if __name__ == "__main__":
