@@ -86,9 +86,9 @@ class RunRecord:
         d["updated_at"] = _now()
 
     def _write(self) -> None:
+        self._update_costs()  # also on ranks that do not write: close() returns these figures everywhere
         if not self.active:
             return
-        self._update_costs()
         try:
             write_json_atomic(self.path, self.data)
         except OSError:
