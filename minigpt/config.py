@@ -135,6 +135,7 @@ class TrainConfig:
     # Fine-tuning: start from these weights (a checkpoint, run dir or HF GPT-2 folder); arch/model must match.
     init_from: Optional[str] = None
     peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
+    objective: Optional[str] = None  # a final metric (e.g. val/loss) that the job returns, for Optuna sweeps
 
 
 @dataclass

@@ -34,9 +34,16 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict | float:
     try:
-        return run(cfg, HydraConfig.get().runtime.output_dir)
+        final = run(cfg, HydraConfig.get().runtime.output_dir)
+        # A search sweeper (Optuna) minimises what the job returns: one number, named by train.objective.
+        objective = cfg.train.objective
+        if objective is None:
+            return final
+        if objective not in final:
+            raise ConfigError(f"train.objective={objective} is not a final metric: choose one of {sorted(final)}")
+        return float(final[objective])
     except ConfigError as exc:
         log.error(f"error: {exc}")
         if "SUBMITIT_FOLDER" in os.environ:  # a SLURM job: fail it so submitit reports the error to the submitter

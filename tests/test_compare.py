@@ -131,3 +131,26 @@ def test_compare_from_wandb_fails_in_one_line_without_key_or_network(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "API key" in err[0] and "127.0.0.1:9 is not reachable" in err[1] and "ENTITY/PROJECT" in err[2]
+
+
+def test_optuna_sweep_minimises_the_final_val_loss(tmp_path):
+    """lr_optuna_tiny through hydra-optuna-sweeper: each job returns train.objective; the study keeps the best."""
+    from omegaconf import OmegaConf
+
+    sweep_dir = tmp_path / "optuna"
+    done = run_cli(
+        ["minigpt.train", "-m", "--config-dir", "sweeps", "--config-name", "lr_optuna_tiny", *TINY,
+         "train.num_iterations=2", "train.val_loss_every=0", "train.sample_every=0", "logger=none",
+         "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    finals = {}
+    for run_dir in (p for p in sweep_dir.iterdir() if p.is_dir()):
+        overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+        lr = next(float(o.split("=")[1]) for o in overrides if o.startswith("optim.learning_rate="))
+        finals[lr] = [r["val/loss"] for r in read_metrics(run_dir) if "val/loss" in r][-1]
+    assert len(finals) == 2
+    result = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert result.best_value == min(finals.values())
+    assert finals[result.best_params["optim.learning_rate"]] == result.best_value
