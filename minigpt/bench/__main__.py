@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from minigpt import distributed
-    from minigpt.bench.throughput import compare_reference, measure
+    from minigpt.bench.throughput import check_reference_config, compare_reference, measure
     from minigpt.config import compose_typed
     from minigpt.errors import ConfigError
     from minigpt.trainer import Trainer
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         cfg = compose_typed(["train.val_loss_every=0", "train.sample_every=0", *args.overrides])
+        if args.reference:
+            check_reference_config(cfg)  # before any compute
         with tempfile.TemporaryDirectory() as run_dir:  # train_step writes nothing; the Trainer wants a dir
             trainer = Trainer(cfg, run_dir)
             desc = (f"{cfg.arch.name} {cfg.model.name} (L{cfg.model.n_layer} d{cfg.model.n_embd} T{trainer.seq_len}) | "

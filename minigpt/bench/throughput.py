@@ -44,14 +44,19 @@ def measure(trainer, steps: int, warmup: int) -> dict:
             "mfu": mfu(trainer.flops_per_token, per_device, trainer.peak_flops)}
 
 
-def build_reference(trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    cfg = trainer.cfg
+def check_reference_config(cfg) -> None:
+    """The reference is plain GPT-2; other component choices have nothing to compare against."""
     a = cfg.arch
     same = (a.pos_encoding == PosEncoding.learned and a.norm == Norm.layernorm and a.mlp == MLPKind.gelu and a.bias
             and a.tie_embeddings and (a.n_kv_head or cfg.model.n_head // a.q_per_kv) == cfg.model.n_head)
     if not same:
         raise ConfigError("the reference is plain GPT-2: run --reference with arch=gpt2 (learned positions, "
                           "LayerNorm, GELU, multi-head attention)")
+
+
+def build_reference(trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    cfg = trainer.cfg
+    check_reference_config(cfg)
     m = cfg.model
     model = ReferenceGPT(m.n_layer, m.n_embd, m.n_head, m.block_size, trainer.raw_model.padded_vocab_size)
     model = model.to(trainer.device)
