@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from minigpt.atomic import atomic_write
 from minigpt.errors import ConfigError
 
 CKPT_GLOB = "ckpt_*.pt"
@@ -22,19 +23,9 @@ def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves a torn file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_write(path, durable=True) as f:
+        torch.save(state, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from minigpt import distributed
+from minigpt.atomic import write_text_atomic
 from minigpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
 from minigpt.errors import ConfigError
 
@@ -132,9 +133,7 @@ def drop_metrics_after(path: Path, step: int) -> None:
         else:
             dropped += 1
     if dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(f"{line}\n" for line in kept))
         log.info(f"dropped {dropped} metrics.jsonl rows logged after step {step}; those steps run again")
 
 

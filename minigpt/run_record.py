@@ -17,6 +17,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from minigpt.atomic import write_text_atomic
+
 SUMMARY_FILE = "run_summary.json"
 HEARTBEAT_S = 60.0
 
@@ -31,12 +33,6 @@ def read_summary(run_dir: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 class RunRecord:
@@ -90,7 +86,7 @@ class RunRecord:
         if not self.active:
             return
         try:
-            write_json_atomic(self.path, self.data)
+            write_text_atomic(self.path, json.dumps(self.data, indent=1))
         except OSError:
             pass  # bookkeeping must never stop training; metrics.jsonl still has everything
         self._last_write = time.time()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minigpt.atomic import write_text_atomic
 from minigpt.config import DataConfig, PrepareConfig
 from minigpt.data.corpus import resolve_files
 from minigpt.data.shards import read_header, write_shard
@@ -125,9 +126,8 @@ class ShardState:
         return path
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"settings": self.settings, "shards": self.shards, "complete": self.complete}, indent=1))
-        os.replace(tmp, self.path)
+        state = {"settings": self.settings, "shards": self.shards, "complete": self.complete}
+        write_text_atomic(self.path, json.dumps(state, indent=1))
 
 
 def prepare_shards(cfg: DataConfig, log=print, progress: bool = True) -> list[Path]:

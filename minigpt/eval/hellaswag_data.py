@@ -21,6 +21,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from minigpt.atomic import write_bytes_atomic
 from minigpt.errors import ConfigError
 
 OFFICIAL_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -78,17 +79,6 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return examples
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def download_official(dest: Path, url: str = OFFICIAL_URL, timeout: float = 30.0) -> Path:
     """Fetch the official file, check its sha256, then write it to `dest` (never a partial or wrong file)."""
     chunks = []
@@ -102,7 +92,7 @@ def download_official(dest: Path, url: str = OFFICIAL_URL, timeout: float = 30.0
     digest = hashlib.sha256(data).hexdigest()
     if digest != OFFICIAL_SHA256:
         raise ValueError(f"{url} has sha256 {digest[:12]}..., expected {OFFICIAL_SHA256[:12]}...")
-    _write_atomic(dest, data)
+    write_bytes_atomic(dest, data)
     return dest
 
 
@@ -112,7 +102,7 @@ def download_hf(dest: Path) -> Path:
 
     rows = datasets.load_dataset(HF_DATASET, split="validation")
     lines = [json.dumps(normalize_example(dict(r), HF_DATASET)) for r in rows]
-    _write_atomic(dest, ("\n".join(lines) + "\n").encode("utf-8"))
+    write_bytes_atomic(dest, ("\n".join(lines) + "\n").encode("utf-8"))
     return dest
 
 
