@@ -27,6 +27,17 @@ class Norm(str, Enum):
 class MLPKind(str, Enum):
     gelu = "gelu"
     swiglu = "swiglu"
+    relu2 = "relu2"  # relu(x)^2 (Primer; modded-nanogpt, nanochat): a plain d -> 4d -> d MLP like gelu
+
+
+class OptimizerKind(str, Enum):
+    adamw = "adamw"
+    muon = "muon"  # Muon for the blocks' matrices, AdamW for embeddings, head, norms and biases
+
+
+class LRSchedule(str, Enum):
+    cosine = "cosine"  # llm.c: linear warmup, cosine down to learning_rate * learning_rate_decay_frac
+    wsd = "wsd"  # warmup-stable-decay: linear warmup, constant, linear decay over the last decay_frac
 
 
 class DType(str, Enum):
@@ -51,6 +62,11 @@ class ArchConfig:
     bias: bool = True  # biases in linear layers and LayerNorm (GPT-2 has them, Llama does not)
     tie_embeddings: bool = True
     norm_eps: float = 1e-5
+    # Switches of the modern (speedrun / nanochat) recipe; all off in the seed's four presets.
+    qk_norm: bool = False  # parameter-free RMSNorm of each query and key head before RoPE and attention
+    logit_softcap: Optional[float] = None  # c: logits -> c * tanh(logits / c); None = off
+    zero_init_proj: bool = False  # attention and MLP output projections start at zero: blocks start as identities
+    embed_norm: bool = False  # parameter-free RMSNorm of the embeddings before the first block (as nanochat)
 
 
 @dataclass
@@ -69,18 +85,36 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and the lr schedule, with llm.c's key names (defaults: llm.c's GPT-2 124M recipe)."""
+    """Optimizer and lr schedule, with llm.c's key names (defaults: llm.c's GPT-2 124M AdamW recipe).
+
+    kind=muon (conf/optim/muon.yaml): `learning_rate` is Muon's, for the 2-D matrices inside the
+    blocks; AdamW (beta1, beta2, eps) trains the rest with embedding_lr / head_lr / scalar_lr, given for
+    width `lr_ref_width` and scaled by sqrt(lr_ref_width / n_embd) as nanochat does. The schedule scales
+    every group's own lr by the same factor.
+    """
 
     name: str = "adamw"
+    kind: OptimizerKind = OptimizerKind.adamw
     learning_rate: float = 6e-4
     warmup_iters: int = 700
-    learning_rate_decay_frac: float = 0.0  # cosine decays to learning_rate * this
-    weight_decay: float = 0.1  # applied to 2-D weights only
+    schedule: LRSchedule = LRSchedule.cosine
+    learning_rate_decay_frac: float = 0.0  # the schedule ends at learning_rate * this
+    decay_frac: float = 0.2  # wsd: the lr decays linearly over this last fraction of the run
+    weight_decay: float = 0.1  # adamw: 2-D weights only; muon: Muon's matrices only (decoupled, lr * wd)
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
     fused: Optional[bool] = None  # None: fused AdamW on CUDA and CPU, plain elsewhere
+    # kind=muon: AdamW's groups and Muon's momentum (nanochat's values at width 768)
+    embedding_lr: float = 0.3  # token and position embeddings
+    head_lr: float = 0.008  # the output head (tied embeddings take this lr too)
+    scalar_lr: float = 0.01  # norm gains and biases
+    lr_ref_width: Optional[int] = 768  # AdamW lrs above are for this width; None: use them as given
+    muon_momentum: float = 0.95
+    muon_momentum_start: float = 0.85  # warmed up linearly to muon_momentum over muon_momentum_warmup_iters
+    muon_momentum_warmup_iters: int = 300
+    muon_ns_steps: int = 5  # Newton-Schulz iterations (torch.optim.Muon runs them in bfloat16)
 
 
 @dataclass

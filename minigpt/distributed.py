@@ -123,9 +123,15 @@ def grad_sync(model: torch.nn.Module, last_micro_step: bool):
 
 
 def shard_optimizer(optimizer: torch.optim.Optimizer, env: DistEnv, zero_stage: int) -> torch.optim.Optimizer:
-    """ZeRO-1: rebuild the optimizer as a ZeroRedundancyOptimizer of the same class, groups and settings."""
+    """ZeRO-1: rebuild the optimizer as a ZeroRedundancyOptimizer of the same class, groups and settings.
+
+    A CombinedOptimizer (optim.kind=muon: AdamW + Muon) has each of its parts sharded on its own.
+    """
     if zero_stage == 0 or not env.enabled:
         return optimizer
+    parts = getattr(optimizer, "parts", None)
+    if parts is not None:
+        return type(optimizer)({name: shard_optimizer(part, env, zero_stage) for name, part in parts.items()})
     from torch.distributed.optim import ZeroRedundancyOptimizer
 
     cls = type(optimizer)
@@ -138,7 +144,7 @@ def shard_optimizer(optimizer: torch.optim.Optimizer, env: DistEnv, zero_stage: 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:
     """The full optimizer state; under ZeRO a collective that gathers the shards onto rank 0 (empty elsewhere)."""
     consolidate = getattr(optimizer, "consolidate_state_dict", None)
-    if consolidate is None:
+    if consolidate is None or not (dist.is_available() and dist.is_initialized()):
         return optimizer.state_dict()
     consolidate(to=0)
     return optimizer.state_dict() if dist.get_rank() == 0 else {}

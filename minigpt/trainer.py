@@ -22,7 +22,7 @@ from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
 from minigpt.errors import ConfigError
 from minigpt.loggers import NullLogger, build_loggers
 from minigpt.model import GPT, validate_model_config
-from minigpt.optim import build_optimizer, lr_at
+from minigpt.optim import Schedule, build_optimizer
 from minigpt.perf import device_name, mfu, peak_flops
 from minigpt.resume import Checkpointer, resume_trainer
 from minigpt.rng import get_rng_state, set_rng_state
@@ -81,6 +81,7 @@ class Trainer:
         self.ddp_model = distributed.wrap_model(self.model, self.dist, self.device)  # training forward/backward
         optimizer = build_optimizer(self.raw_model, cfg.optim, self.device.type)
         self.optimizer = distributed.shard_optimizer(optimizer, self.dist, tc.zero_stage)
+        self.schedule = Schedule(self.optimizer, cfg.optim, tc.num_iterations)  # every group's lr, Muon's momentum
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=str(tc.dtype.value) == "float16")
         self.autocast = lambda: autocast_context(self.device, tc.dtype.value)
         self.step, self.tokens_seen = 0, 0
@@ -105,9 +106,7 @@ class Trainer:
 
     def train_step(self) -> dict:
         t0 = time.perf_counter()
-        lr = lr_at(self.step, self.cfg.optim, self.cfg.train.num_iterations)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.schedule.apply(self.step)
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
             x, y = self.next_train_batch()
@@ -214,7 +213,8 @@ class Trainer:
         m = self.raw_model
         return (
             f"arch={self.cfg.arch.name} model={self.cfg.model.name} | params {m.num_params() / 1e6:.2f}M "
-            f"(non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
+            f"= {m.describe_params()} (non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
+            f"optim {self.cfg.optim.kind.value} {self.cfg.optim.schedule.value} | "
             f"FLOPs/token {self.flops_per_token / 1e6:.1f}M | device {self.device} "
             f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum}"
             f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage})"

@@ -19,9 +19,10 @@ def main(out: Path, overrides: list[str]) -> None:
 
     zero = Trainer(tiny_config(*overrides, "train.zero_stage=1", "train.checkpoint_every=2"), out / "zero1")
     zero.fit()
-    local = zero.optimizer.optim.state  # this rank's shard of the AdamW state
+    parts = getattr(zero.optimizer, "parts", {"": zero.optimizer})  # optim=muon: AdamW and Muon, each sharded
+    local = sum(len(part.optim.state) for part in parts.values())  # this rank's shard of the optimizer state
     n_params = len(list(zero.raw_model.parameters()))
-    (out / f"rank{zero.dist.rank}.json").write_text(json.dumps({"local_state": len(local), "params": n_params}))
+    (out / f"rank{zero.dist.rank}.json").write_text(json.dumps({"local_state": local, "params": n_params}))
 
     # A new run started from the step-2 checkpoint written by 2 ranks (train.resume=<file>), under 2 ranks.
     start = checkpoint_path(out / "zero1", 2)

@@ -103,7 +103,7 @@ def test_report_shows_failed_and_unfinished_runs(tmp_path, capsys):
     assert "| HellaSwag zero_shot acc_norm |" in header
     a = by_name["a_finished"]
     assert a[3:6] == ["124.00M", "100.00K", "3.0000"] and a[6] == "0.3600"
-    assert a[7:] == ["2.00K", "40.0%", "2h00m", "16.00", "40.00 USD", "finished"]
+    assert a[7:] == ["100.00K", "2.00K", "40.0%", "2h00m", "16.00", "40.00 USD", "finished"]  # a is the baseline
     assert by_name["b_crashed"][-1] == "failed (RuntimeError: CUDA out of memory)"
     assert by_name["c_running"][-1] == "running"
     assert by_name["d_killed"][-1] == "failed (stopped at step 30)"

@@ -79,3 +79,28 @@ def test_rank_and_master_from_launcher_environment():
 def test_bad_distributed_settings_fail_fast(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
         Trainer(tiny_config(*overrides), tmp_path)
+
+
+def test_two_ranks_with_muon_match_one_process_zero0_zero1_and_resume(tmp_path):
+    """optim=muon (AdamW + Muon as one optimizer) under DDP, and under ZeRO-1 with each part sharded."""
+    shape = ["train.batch_size=2", "train.sequence_length=32", "train.total_batch_size=256",
+             f"train.num_iterations={STEPS}", "train.val_loss_every=2", "train.sample_every=0",
+             "arch=modern", "optim=muon", "optim.muon_momentum_warmup_iters=2"]
+    Trainer(tiny_config(*shape), tmp_path / "single").fit()
+    expected = losses(tmp_path / "single")
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), *shape]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for run in ("zero0", "zero1"):
+        got = losses(tmp_path / run)
+        assert [got[s] for s in got] == pytest.approx([expected[s] for s in got], abs=1e-5), run
+    shards = [__import__("json").loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(0 < s["local_state"] < s["params"] for s in shards)
+    assert sum(s["local_state"] for s in shards) == shards[0]["params"]
+    ckpt = load_checkpoint(tmp_path / "zero1" / "ckpt_0000002.pt")
+    assert sum(len(part["state"]) for part in ckpt["optimizer"].values()) == shards[0]["params"]
+    resumed = losses(tmp_path / "resumed")
+    assert [resumed[s] for s in (3, 4)] == pytest.approx([expected[3], expected[4]], abs=1e-5)

@@ -29,6 +29,7 @@ EXPECTED_CLASS = {
     "rope": "Starcoder2ForCausalLM",
     "rope_gqa": "Starcoder2ForCausalLM",
     "swiglu_gqa_rope": "LlamaForCausalLM",
+    "modern": "NanoChatForCausalLM",
 }
 # Extra combinations beyond the presets: (overrides, expected class).
 COMBINATIONS = [
@@ -40,12 +41,26 @@ COMBINATIONS = [
     (["arch=rope_gqa", "arch.mlp=swiglu", "arch.bias=false"], "StableLmForCausalLM"),
     (["arch=swiglu_gqa_rope", "arch.bias=true", "arch.tie_embeddings=false"], "LlamaForCausalLM"),
     (["arch=swiglu_gqa_rope", "arch.q_per_kv=1"], "LlamaForCausalLM"),
+    # the modern recipe's switches: ReLU^2, QK-norm, embedding norm, softcap; zero-init and untied ride along
+    (["arch=gpt2", "arch.mlp=relu2", "arch.zero_init_proj=true", "arch.tie_embeddings=false"], "GPT2LMHeadModel"),
+    (["arch=rope", "arch.mlp=relu2"], "Starcoder2ForCausalLM"),
+    (["arch=rope_gqa", "arch.norm=rmsnorm", "arch.mlp=relu2", "arch.bias=false"], "ArceeForCausalLM"),
+    (["arch=swiglu_gqa_rope", "arch.qk_norm=true", "arch.tie_embeddings=false"], "Qwen3ForCausalLM"),
+    (["arch=modern", "arch.q_per_kv=2", "arch.tie_embeddings=true"], "NanoChatForCausalLM"),
+    (["arch=modern", "arch.mlp=gelu", "arch.logit_softcap=null", "arch.norm_eps=1e-6"], "NanoChatForCausalLM"),
 ]
 REFUSED = [
     (["arch=gpt2", "arch.norm=rmsnorm", "arch.mlp=swiglu"], "learned positions \\+ rmsnorm \\+ swiglu"),
     (["arch=gpt2", "arch.norm=rmsnorm"], "learned positions \\+ rmsnorm \\+ gelu"),
     (["arch=gpt2", "arch.mlp=swiglu"], "learned positions \\+ layernorm \\+ swiglu"),
     (["arch=rope", "arch.mlp=swiglu", "arch.bias=true"], "RoPE \\+ layernorm \\+ swiglu MLP \\+ biases"),
+    # each modern switch that no native class combines with the rest: the message names the switch
+    (["arch=gpt2", "arch.qk_norm=true"], "learned positions .* QK-norm exactly .*cannot express arch.qk_norm=true\\)"),
+    (["arch=gpt2", "arch.logit_softcap=15"], "learned positions .* logit softcap 15.0 exactly .*cannot express arch.logit_softcap=15.0\\)"),
+    (["arch=gpt2", "arch.embed_norm=true"], "learned positions .* embedding norm exactly .*cannot express arch.embed_norm=true\\)"),
+    (["arch=modern", "arch.embed_norm=false"], "RoPE .* QK-norm .*NanoChatForCausalLM, cannot express arch.embed_norm=false\\)"),
+    (["arch=modern", "arch.mlp=swiglu"], "RoPE .*NanoChatForCausalLM, cannot express arch.mlp=swiglu\\)"),
+    (["arch=swiglu_gqa_rope", "arch.logit_softcap=30"], "RoPE .*cannot express arch.logit_softcap=30.0\\)"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Switchable transformer components: norm, MLP, attention (MHA/GQA), positional encoding (RoPE).
+"""Switchable transformer components: norm, MLP, attention (MHA/GQA, QK-norm), RoPE, logit softcap.
 
 Each component is picked by one field of `ArchConfig`; the block in `gpt.py` never branches on them.
 """
@@ -18,6 +18,33 @@ def make_norm(arch: ArchConfig, dim: int) -> nn.Module:
     return nn.LayerNorm(dim, eps=arch.norm_eps, bias=arch.bias)
 
 
+def plain_rmsnorm(dim: int, eps: float, enabled: bool) -> nn.Module:
+    """Parameter-free RMSNorm over the last `dim` channels (QK-norm, embedding norm), or nothing.
+
+    No gain, as in modded-nanogpt and nanochat: it adds no parameters, and it commutes with RoPE
+    (a rotation keeps the norm), so it maps exactly onto HF classes that normalise after RoPE.
+    """
+    return nn.RMSNorm(dim, eps=eps, elementwise_affine=False) if enabled else nn.Identity()
+
+
+class LogitSoftcap(nn.Module):
+    """cap * tanh(logits / cap): logits stay within (-cap, cap) (Gemma 2, modded-nanogpt, nanochat)."""
+
+    def __init__(self, cap: float):
+        super().__init__()
+        self.cap = cap
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.cap * torch.tanh(logits / self.cap)
+
+    def extra_repr(self) -> str:
+        return f"cap={self.cap}"
+
+
+def make_softcap(arch: ArchConfig) -> nn.Module:
+    return LogitSoftcap(arch.logit_softcap) if arch.logit_softcap is not None else nn.Identity()
+
+
 def swiglu_hidden_size(n_embd: int) -> int:
     """SwiGLU hidden width that keeps parameters close to the 4x GELU MLP.
 
@@ -29,17 +56,28 @@ def swiglu_hidden_size(n_embd: int) -> int:
     return max(multiple, multiple * round(8 * n_embd / 3 / multiple))
 
 
-class GeluMLP(nn.Module):
-    """GPT-2 MLP: d -> 4d -> GELU (tanh approximation, as GPT-2) -> d."""
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")  # GPT-2's GELU
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x).square()  # Primer (So et al. 2021); modded-nanogpt and nanochat use it
+
+
+class PlainMLP(nn.Module):
+    """GPT-2 MLP: d -> 4d -> activation -> d; GELU (tanh approximation, as GPT-2) or ReLU^2."""
+
+    ACTIVATIONS = {MLPKind.gelu: gelu_tanh, MLPKind.relu2: relu_squared}
 
     def __init__(self, arch: ArchConfig, model: ModelConfig):
         super().__init__()
+        self.act = self.ACTIVATIONS[arch.mlp]
         self.c_fc = nn.Linear(model.n_embd, 4 * model.n_embd, bias=arch.bias)
         self.c_proj = nn.Linear(4 * model.n_embd, model.n_embd, bias=arch.bias)
         self.c_proj.residual_scaled_init = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.c_proj(self.act(self.c_fc(x)))
 
 
 class SwiGLUMLP(nn.Module):
@@ -57,7 +95,7 @@ class SwiGLUMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-MLPS = {MLPKind.gelu: GeluMLP, MLPKind.swiglu: SwiGLUMLP}
+MLPS = {MLPKind.gelu: PlainMLP, MLPKind.relu2: PlainMLP, MLPKind.swiglu: SwiGLUMLP}
 
 
 def make_mlp(arch: ArchConfig, model: ModelConfig) -> nn.Module:
@@ -117,6 +155,7 @@ class CausalSelfAttention(nn.Module):
             if arch.pos_encoding == PosEncoding.rope
             else None
         )
+        self.qk_norm = plain_rmsnorm(self.head_dim, arch.norm_eps, arch.qk_norm)  # per head, before RoPE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -126,6 +165,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = self.qk_norm(q), self.qk_norm(k)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         y = F.scaled_dot_product_attention(

@@ -2,7 +2,8 @@
 
 Which norm / MLP / attention / positional encoding is used comes from `ArchConfig`; sizes come from
 `ModelConfig`. Initialisation follows GPT-2: normal(0, 0.02), with residual output projections
-scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth.
+scaled by 1/sqrt(2 * n_layer) so the residual stream's variance does not grow with depth, or set to
+zero with `arch.zero_init_proj` (modded-nanogpt, nanochat), so every block starts as the identity.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 
 from minigpt.config import ArchConfig, ModelConfig, PosEncoding
 from minigpt.errors import ConfigError
-from minigpt.model.components import CausalSelfAttention, make_mlp, make_norm, resolve_kv_heads
+from minigpt.model.components import (CausalSelfAttention, make_mlp, make_norm, make_softcap, plain_rmsnorm,
+                                      resolve_kv_heads)
 
 
 def padded_vocab_size(model: ModelConfig) -> int:
@@ -44,6 +46,8 @@ def validate_model_config(arch: ArchConfig, model: ModelConfig) -> None:
             f"arch.n_kv_head={n_kv} does not divide model.n_head={model.n_head}: "
             "use a key/value head count that divides the head count"
         )
+    if arch.logit_softcap is not None and not arch.logit_softcap > 0:
+        raise ConfigError(f"arch.logit_softcap={arch.logit_softcap} must be positive (e.g. 15), or null to switch it off")
     if arch.pos_encoding == PosEncoding.rope and (model.n_embd // model.n_head) % 2:
         raise ConfigError(f"RoPE needs an even head dimension, got {model.n_embd // model.n_head}: change model.n_head")
 
@@ -77,9 +81,11 @@ class GPT(nn.Module):
         self.padded_vocab_size = padded_vocab_size(model)
         self.wte = nn.Embedding(self.padded_vocab_size, model.n_embd)
         self.wpe = nn.Embedding(model.block_size, model.n_embd) if arch.pos_encoding == PosEncoding.learned else None
+        self.embed_norm = plain_rmsnorm(model.n_embd, arch.norm_eps, arch.embed_norm)
         self.h = nn.ModuleList(Block(arch, model) for _ in range(model.n_layer))
         self.ln_f = make_norm(arch, model.n_embd)
         self.lm_head = nn.Linear(model.n_embd, self.padded_vocab_size, bias=False)
+        self.softcap = make_softcap(arch)
         if arch.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(self._init_weights)
@@ -87,9 +93,9 @@ class GPT(nn.Module):
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             std = 0.02
-            if getattr(module, "residual_scaled_init", False):
-                std /= math.sqrt(2 * self.model_config.n_layer)
-            torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "residual_scaled_init", False):  # an output projection onto the residual stream
+                std = 0.0 if self.arch.zero_init_proj else std / math.sqrt(2 * self.model_config.n_layer)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=std)  # std 0: zeros (the RNG still advances alike)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -114,6 +120,7 @@ class GPT(nn.Module):
         x = self.wte(idx)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=idx.device))
+        x = self.embed_norm(x)
         for block in self.h:
             x = block(x)
         return self.ln_f(x)
@@ -124,7 +131,7 @@ class GPT(nn.Module):
         Uses only the real vocabulary's rows of the head weight, so the logits come out contiguous:
         slicing padded logits instead costs two extra passes over the (B, T, vocab) tensor (~15% of a CPU step).
         """
-        return F.linear(x, self.lm_head.weight[: self.vocab_size])
+        return self.softcap(F.linear(x, self.lm_head.weight[: self.vocab_size]))
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights once). non_embedding drops token and position tables."""
@@ -135,14 +142,41 @@ class GPT(nn.Module):
                 n -= self.wpe.weight.numel()
         return n
 
+    def param_counts(self) -> dict[str, int]:
+        """Parameters per component (tied weights once: a tied head counts 0), to show what a switch costs."""
+        def count(*modules) -> int:
+            return sum(p.numel() for m in modules if m is not None for p in m.parameters())
+
+        blocks = list(self.h)
+        norms = [self.ln_f, *(m for b in blocks for m in (b.ln_1, b.ln_2))]
+        return {
+            "embeddings": count(self.wte),
+            "positions": count(self.wpe),
+            "attention": count(*(b.attn for b in blocks)),
+            "mlp": count(*(b.mlp for b in blocks)),
+            "norms": count(*norms),
+            "head": 0 if self.lm_head.weight is self.wte.weight else count(self.lm_head),
+        }
+
+    def describe_params(self) -> str:
+        """e.g. 'embeddings 6.44M + attention 0.26M + mlp 0.53M + norms 0.00M + head tied'."""
+        counts = self.param_counts()
+        tied = self.lm_head.weight is self.wte.weight
+        parts = [f"{k} {v / 1e6:.2f}M" for k, v in counts.items() if not (k == "positions" and self.wpe is None)
+                 and not (k == "head" and tied)]
+        return " + ".join(parts + (["head tied"] if tied else []))
+
     def flops_per_token(self, seq_len: int | None = None) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B style.
 
-        6 * N for the matmuls over all weights that multiply activations (the LM head included,
-        the position table excluded) plus 12 * n_layer * n_embd * T for the attention scores.
+        6 * N for the matmuls over all weights that multiply activations (the LM head included; the
+        position table and an untied token table, which are lookups, excluded) plus
+        12 * n_layer * n_embd * T for the attention scores.
         """
         T = seq_len or self.block_size
         n = self.num_params() - (self.wpe.weight.numel() if self.wpe is not None else 0)
+        if self.lm_head.weight is not self.wte.weight:
+            n -= self.wte.weight.numel()
         cfg = self.model_config
         return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * T
 

@@ -1,0 +1,106 @@
+"""Tokens to reach a target validation loss: the sample-efficiency number of the speedrun world.
+
+A run's validation curve is (tokens seen, val loss) at each evaluation. `tokens_to_reach` is where a
+curve first gets down to a target loss, interpolated linearly between the two evaluations around the
+crossing (None if it never does). For a group of runs that differ only in their seed, the curve is the
+mean over seeds at each evaluation; the target is the baseline group's mean final val loss, so the
+baseline needs (about) its whole budget, and `efficiency_ratio(baseline, arm)` = baseline tokens / arm
+tokens: 1.5 means the arm reaches the baseline's result with 2/3 of the tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+Curve = Sequence[tuple[float, float]]  # (tokens seen, val loss), in any order
+
+
+def final_loss(curve: Curve) -> float | None:
+    """The val loss at the most tokens."""
+    return max(curve)[1] if curve else None
+
+
+def tokens_to_reach(curve: Curve, target: float) -> float | None:
+    """Tokens at which the curve first reaches `target` (loss <= target), interpolated; None if never.
+
+    A curve already at or below the target at its first evaluation returns that evaluation's tokens
+    (the crossing happened before it: an upper bound).
+    """
+    previous = None
+    for tokens, loss in sorted(curve):
+        if loss <= target:
+            if previous is None:
+                return float(tokens)
+            t0, l0 = previous  # l0 > target >= loss: the crossing lies between the two evaluations
+            return t0 + (l0 - target) / (l0 - loss) * (tokens - t0)
+        previous = (tokens, loss)
+    return None
+
+
+def mean_curve(curves: Sequence[Curve]) -> list[tuple[float, float]]:
+    """The seeds' mean val loss at every evaluation (token count) that all the curves share."""
+    curves = [dict(c) for c in curves if c]
+    if not curves:
+        return []
+    shared = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(t, math.fsum(c[t] for c in curves) / len(curves)) for t in shared]
+
+
+def target_loss(baseline_curves: Sequence[Curve]) -> float | None:
+    """The baseline's final val loss: the last point of its seeds' mean curve."""
+    return final_loss(mean_curve(baseline_curves))
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Baseline tokens / arm tokens to reach the baseline's final loss, with a confidence interval."""
+
+    ratio: float  # 0: the arm never reaches the target
+    low: float  # nan when there are too few seeds for an interval
+    high: float
+    confidence: float = 0.95
+
+    def __str__(self) -> str:
+        if math.isnan(self.low):
+            return f"{self.ratio:.2f}x"
+        return f"{self.ratio:.2f}x [{self.low:.2f}, {self.high:.2f}]"
+
+
+def _ratio(baseline_curves: Sequence[Curve], arm_curves: Sequence[Curve]) -> float:
+    base = mean_curve(baseline_curves)
+    target = final_loss(base)
+    arm_tokens = tokens_to_reach(mean_curve(arm_curves), target) if target is not None else None
+    base_tokens = tokens_to_reach(base, target) if target is not None else None
+    if not base_tokens:
+        return math.nan
+    return base_tokens / arm_tokens if arm_tokens else 0.0
+
+
+def efficiency_ratio(baseline_curves: Sequence[Curve], arm_curves: Sequence[Curve], confidence: float = 0.95,
+                     n_resamples: int = 4000, seed: int = 0) -> Ratio | None:
+    """How many times fewer tokens the arm's mean curve needs than the baseline's to reach the baseline's
+    final loss; the interval is a percentile bootstrap over seeds (scipy.stats.bootstrap), resampling
+    the runs of both groups, so the baseline's own seed noise (which moves the target) counts too.
+    None if either group has no validation curve."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    baseline_curves = [c for c in baseline_curves if c]
+    arm_curves = [c for c in arm_curves if c]
+    if not baseline_curves or not arm_curves:
+        return None
+    ratio = _ratio(baseline_curves, arm_curves)
+    if len(baseline_curves) < 2 or len(arm_curves) < 2 or math.isnan(ratio):
+        return Ratio(ratio, math.nan, math.nan, confidence)
+
+    def resampled(base_idx, arm_idx) -> float:
+        return _ratio([baseline_curves[int(i)] for i in base_idx], [arm_curves[int(i)] for i in arm_idx])
+
+    indices = (np.arange(len(baseline_curves)), np.arange(len(arm_curves)))
+    with np.errstate(all="ignore"):
+        result = bootstrap(indices, resampled, vectorized=False, paired=False, method="percentile",
+                           confidence_level=confidence, n_resamples=n_resamples, rng=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return Ratio(ratio, float(low), float(high), confidence)
