@@ -14,7 +14,7 @@ import time
 import torch
 
 from minigpt.bench.reference import ReferenceGPT, train_step
-from minigpt.config import MLPKind, Norm, PosEncoding
+from minigpt.config import MLPKind, Norm, OptimizerKind, PosEncoding
 from minigpt.errors import ConfigError
 from minigpt.perf import mfu
 
@@ -48,10 +48,13 @@ def check_reference_config(cfg) -> None:
     """The reference is plain GPT-2; other component choices have nothing to compare against."""
     a = cfg.arch
     same = (a.pos_encoding == PosEncoding.learned and a.norm == Norm.layernorm and a.mlp == MLPKind.gelu and a.bias
-            and a.tie_embeddings and (a.n_kv_head or cfg.model.n_head // a.q_per_kv) == cfg.model.n_head)
+            and a.tie_embeddings and (a.n_kv_head or cfg.model.n_head // a.q_per_kv) == cfg.model.n_head
+            and not (a.qk_norm or a.embed_norm or a.logit_softcap is not None))
     if not same:
         raise ConfigError("the reference is plain GPT-2: run --reference with arch=gpt2 (learned positions, "
-                          "LayerNorm, GELU, multi-head attention)")
+                          "LayerNorm, GELU, multi-head attention, none of the modern switches)")
+    if cfg.optim.kind != OptimizerKind.adamw:
+        raise ConfigError(f"the reference trains with AdamW: run --reference with optim=adamw, not {cfg.optim.kind.value}")
 
 
 def build_reference(trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
