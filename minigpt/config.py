@@ -131,6 +131,7 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 0  # 0: checkpoint only at the end (and on SIGTERM/SIGUSR1/SIGUSR2)
     keep_checkpoints: int = 3  # keep the newest K checkpoints; 0 keeps all
+    skip_nonfinite: int = 0  # 0: a non-finite loss or grad norm stops the run; N: skip up to N such steps first
     resume: str = "auto"  # auto: newest valid checkpoint in the run dir | never | <checkpoint file or run dir>
     # Fine-tuning: start from these weights (a checkpoint, run dir or HF GPT-2 folder); arch/model must match.
     init_from: Optional[str] = None

@@ -141,8 +141,8 @@ def infer_status(run: Run, metrics_mtime: float | None) -> tuple[str, str]:
         status = s.get("status", "failed")
         if status == "running" and s.get("host") == socket.gethostname() and s.get("pid") and not _pid_alive(s["pid"]):
             return "failed", "process gone"
-        if status == "failed":
-            return "failed", s.get("error") or ""
+        if status in ("failed", "diverged"):  # diverged: a non-finite loss or grad norm stopped it
+            return status, s.get("error") or ""
         return status, ""
     if not run.rows:
         return "failed", "no metrics"

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 import minigpt.config  # noqa: F401 - registers the typed schema (base_config) with Hydra
 from minigpt.config import to_config
-from minigpt.errors import ConfigError
+from minigpt.errors import ConfigError, RunFailure
+from minigpt.run_lock import RunDirBusy
 
 log = logging.getLogger("minigpt")
 
@@ -44,11 +45,14 @@ def main(cfg: DictConfig) -> dict | float:
         if objective not in final:
             raise ConfigError(f"train.objective={objective} is not a final metric: choose one of {sorted(final)}")
         return float(final[objective])
-    except ConfigError as exc:
-        log.error(f"error: {exc}")
+    except (ConfigError, RunFailure) as exc:
+        if isinstance(exc, RunDirBusy):  # another process owns the run dir (and its train.log): write nothing there
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            log.error(f"error: {exc}")
         if "SUBMITIT_FOLDER" in os.environ:  # a SLURM job: fail it so submitit reports the error to the submitter
             raise
-        sys.exit(2)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)  # 2: bad input, fixed before starting; 1: the run failed
 
 
 if __name__ == "__main__":

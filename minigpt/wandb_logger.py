@@ -135,8 +135,13 @@ class WandbLogger:
         self.run.finish(exit_code=code)
 
 
-def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[[str], None] = print):
-    """A WandbLogger, or None when W&B is disabled, not installed, or this is not the rank-0 process."""
+def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[[str], None] = print,
+                        forked_from: dict | None = None):
+    """A WandbLogger, or None when W&B is disabled, not installed, or this is not the rank-0 process.
+
+    `run_id` continues that W&B run (a resume of this run's own checkpoint); `forked_from` (a start
+    from another run's checkpoint) gets a new run whose config (`forked_from.*`) and notes name the
+    source checkpoint, its step and its W&B run."""
     mode, why_offline = resolve_mode(cfg.logger.mode)
     if mode == "disabled" or int(os.environ.get("RANK", "0")) != 0:
         return None
@@ -152,6 +157,12 @@ def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[
     tags = [f"arch={arch}", f"model={model}", *([f"experiment={cfg.experiment}"] if cfg.experiment else []), *lc.tags]
     wandb_dir = Path(lc.dir or run_dir)
     wandb_dir.mkdir(parents=True, exist_ok=True)
+    config = flatten(to_container(cfg))
+    notes = None
+    if forked_from:
+        config.update(flatten({"forked_from": forked_from}))
+        notes = (f"forked from {forked_from['checkpoint']} at step {forked_from['step']}"
+                 + (f" (W&B run {forked_from['logger_run_id']})" if forked_from.get("logger_run_id") else ""))
     run = wandb.init(
         project=lc.project,
         entity=lc.entity,
@@ -159,7 +170,8 @@ def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[
         job_type=lc.job_type or arch,
         tags=tags,
         name=Path(run_dir).name,
-        config=flatten(to_container(cfg)),
+        config=config,
+        notes=notes,
         dir=str(wandb_dir),
         mode=mode,
         id=run_id,

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from minigpt import distributed
+from minigpt import distributed, run_lock
 from minigpt.checkpoint import list_checkpoints, load_checkpoint
 from minigpt.errors import ConfigError
 from minigpt.trainer import Trainer
@@ -40,8 +40,15 @@ def test_two_ranks_match_one_process_zero0_zero1_and_resume(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), *SHAPE]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    busy = run_lock.acquire(tmp_path / "busy")  # this process holds one run dir the ranks will try
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    finally:
+        run_lock.release(busy)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"is in use by pid {os.getpid()}" in (tmp_path / "busy_rank0.txt").read_text()
+    assert "rank 0 could not lock it" in (tmp_path / "busy_rank1.txt").read_text()
+    assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".lock"]  # no rank wrote anything there
 
     for run in ("zero0", "zero1"):
         got = losses(tmp_path / run)
