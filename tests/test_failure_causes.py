@@ -30,32 +30,43 @@ QUIET = ["train.val_loss_every=0", "train.sample_every=0", "optim.warmup_iters=2
 
 
 def test_all_unreadable_checkpoints_refuse_a_fresh_start_then_new_checkpoints_survive_pruning(tmp_path):
-    cfg = tiny_config(*QUIET, "train.num_iterations=6", "train.checkpoint_every=2", "train.keep_checkpoints=2")
+    cfg = tiny_config(*QUIET, "train.num_iterations=4", "train.checkpoint_every=2", "train.keep_checkpoints=2")
     Trainer(cfg, tmp_path).fit()
     rows = (tmp_path / "metrics.jsonl").read_text()
-    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_0000004.pt", "ckpt_0000006.pt"]
-    four, six = checkpoint_path(tmp_path, 4), checkpoint_path(tmp_path, 6)
-    four.write_bytes(os.urandom(4096))  # random bytes
-    six.write_bytes(six.read_bytes()[:100_000])  # torn
+    two, four = checkpoint_path(tmp_path, 2), checkpoint_path(tmp_path, 4)
+    two.write_bytes(os.urandom(4096))  # random bytes
+    four.write_bytes(four.read_bytes()[:100_000])  # torn
     checkpoint_path(tmp_path, 9).write_bytes(b"")  # empty
 
-    more = tiny_config(*QUIET, "train.num_iterations=8", "train.checkpoint_every=2", "train.keep_checkpoints=2")
+    more = tiny_config(*QUIET, "train.num_iterations=6", "train.checkpoint_every=2", "train.keep_checkpoints=2")
     with pytest.raises(ConfigError) as refused:
         Trainer(more, tmp_path).fit()
     message = str(refused.value)
     assert message.startswith(f"no readable checkpoint in {tmp_path} (3 unreadable (now renamed *.corrupt): ")
-    assert "ckpt_0000004.pt: not a checkpoint (not a PyTorch zip archive" in message
-    assert "ckpt_0000006.pt: a truncated checkpoint" in message
+    assert "ckpt_0000002.pt: not a checkpoint (not a PyTorch zip archive" in message
+    assert "ckpt_0000004.pt: a truncated checkpoint" in message
     assert "rerun to start this run over from step 0" in message and "Weights only" not in message
     assert (tmp_path / "metrics.jsonl").read_text() == rows  # no row lost
     assert list_checkpoints(tmp_path) == []
     assert sorted(p.name for p in tmp_path.glob("*.corrupt")) == [
-        "ckpt_0000004.pt.corrupt", "ckpt_0000006.pt.corrupt", "ckpt_0000009.pt.corrupt"]
+        "ckpt_0000002.pt.corrupt", "ckpt_0000004.pt.corrupt", "ckpt_0000009.pt.corrupt"]
 
     # asked again, it starts over; pruning counts only real checkpoints, so the run's own survive
     Trainer(more, tmp_path).fit()
-    assert [load_checkpoint(p)["step"] for p in list_checkpoints(tmp_path)] == [6, 8]
-    assert sorted(read_losses(tmp_path)) == list(range(1, 9))
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(tmp_path)] == [4, 6]
+    assert sorted(read_losses(tmp_path)) == list(range(1, 7))
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path):
+    """keep_checkpoints=1 used to keep the highest step number: a stray newer file made it delete every new save."""
+    from minigpt.checkpoint import save_checkpoint
+    from minigpt.resume import prune_checkpoints
+
+    for step in (2, 4):
+        save_checkpoint({"step": step}, checkpoint_path(tmp_path, step))
+    checkpoint_path(tmp_path, 9).write_bytes(b"junk")  # e.g. copied in by hand
+    prune_checkpoints(tmp_path, 1, newest=checkpoint_path(tmp_path, 4))
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_0000004.pt", "ckpt_0000009.pt"]
 
 
 def test_a_random_bytes_checkpoint_is_named_as_not_a_checkpoint(tmp_path):

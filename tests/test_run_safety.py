@@ -39,7 +39,7 @@ def test_lr_10_stops_with_one_error_line_and_keeps_the_good_checkpoints(tmp_path
     run_dir = tmp_path / "run"
     res = run_cli(["minigpt.train", *TINY, "model.n_layer=4", "model.n_embd=128", "optim.learning_rate=10",
                    "optim.warmup_iters=20", "train.num_iterations=30", "train.checkpoint_every=5",
-                   "train.keep_checkpoints=2", "train.val_loss_every=10", "train.sample_every=10",
+                   "train.keep_checkpoints=2", "train.val_loss_every=0", "train.sample_every=0",
                    f"hydra.run.dir={run_dir}"], cwd=ROOT)
     assert res.returncode == 1, res.stderr[-3000:]
     assert "Traceback" not in res.stderr
