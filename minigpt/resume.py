@@ -103,11 +103,12 @@ def load_resume_state(resume: str, run_dir: str | os.PathLike, tidy: bool = Fals
             fallback = candidates[i + 1].name if i + 1 < len(candidates) else None
             if fallback:
                 log.warning(f"checkpoint {path} is unreadable ({reason}){aside}; using {fallback} instead")
-    if candidates and resume == "auto":
+    if candidates and candidates[0].parent.resolve() == run_dir.resolve():  # this run's own: never start over unasked
         moved = " (now renamed *.corrupt)" if tidy else ""
+        start = "step 0" if resume == "auto" else f"train.resume={resume}"
         raise ConfigError(
             f"no readable checkpoint in {run_dir} ({len(unreadable)} unreadable{moved}: {'; '.join(unreadable)}); "
-            "rerun to start this run over from step 0 (its metrics.jsonl rows are then redone), "
+            f"rerun to start this run over from {start} (its metrics.jsonl rows are then redone), "
             "or use a new hydra.run.dir"
         )
     if candidates:
@@ -152,21 +153,24 @@ def resume_trainer(trainer: "Trainer") -> Resumed:
         else:  # a fork: a new tracked run, which records its origin
             resumed.forked_from = {"checkpoint": str(path.resolve()), "step": trainer.step,
                                    "logger_run_id": state.get("logger_run_id")}
-        total = trainer.cfg.train.num_iterations
-        if trainer.step >= total:
+        if trainer.step >= trainer.cfg.train.num_iterations:
             resumed.finished = True
-            log.info(f"{run_dir} already finished (step {trainer.step} of train.num_iterations={total}): nothing to "
-                     f"train. To start fresh use a new hydra.run.dir; to train it further rerun with "
-                     f"train.num_iterations=<more than {trainer.step}> (the lr schedule is recomputed for the new "
-                     "length)" if own else
-                     f"train.resume={trainer.cfg.train.resume}: {path.name} is at step {trainer.step}, already "
-                     f"train.num_iterations={total}: nothing to train; to continue from it set "
-                     f"train.num_iterations=<more than {trainer.step}>")
+            log.info(_nothing_to_train(trainer, path, own))
             return resumed
         log.info(f"resumed from {path} at step {trainer.step} ({trainer.tokens_seen:,} tokens seen)")
     if main:
         drop_metrics_after(run_dir / "metrics.jsonl", trainer.step)
     return resumed
+
+
+def _nothing_to_train(trainer: "Trainer", path: Path, own: bool) -> str:
+    step, total = trainer.step, trainer.cfg.train.num_iterations
+    more = f"train.num_iterations=<more than {step}> (the lr schedule is recomputed for the new length)"
+    if own:
+        return (f"{trainer.run_dir} already finished (step {step} of train.num_iterations={total}): nothing to "
+                f"train. To start fresh use a new hydra.run.dir; to train it further rerun with {more}")
+    return (f"train.resume={trainer.cfg.train.resume}: {path.name} is at step {step}, already "
+            f"train.num_iterations={total}: nothing to train; to continue training from it set {more}")
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:
