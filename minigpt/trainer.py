@@ -66,13 +66,14 @@ class Trainer:
         self.grad_accum = validate_train_config(cfg, self.dist.world_size)
         self.seq_len = tc.sequence_length or cfg.model.block_size
         configure_backends(self.device)
-        seed_everything(tc.seed)
+        seed_everything(tc.effective_init_seed)
 
         with distributed.main_first(self.dist):  # rank 0 fills the token cache, the others then read it
             train_files, val_files = prepare_splits(cfg.data, log=log.info)
         # each rank reads its own slice; every token id is checked against the vocabulary once, at open
         ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size, "vocab_size": cfg.model.vocab_size}
-        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.seed, split="train", **ranks)
+        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.effective_data_seed,
+                                       split="train", **ranks)
         self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val", **ranks)
         self._fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
 
