@@ -96,9 +96,8 @@ def _labels(groups: list[Group]) -> list[str]:
     labels = [describe(g.config, keys) for g in groups]
     if len(set(labels)) < len(labels):  # presets of the same name with different fields: show every key
         labels = [" ".join(f"{k}={g.config.get(k, '-')}" for k in keys) for g in groups]
-    if not keys:
-        labels = [f"arch={g.config['arch.name']}" if "arch.name" in g.config else (g.all_runs[0].name if not g.config
-                  else "all runs") for g in groups]
+    if not keys:  # one group (or runs without a config): the arch, else the run's name
+        labels = [f"arch={g.config['arch.name']}" if "arch.name" in g.config else g.all_runs[0].name for g in groups]
     return labels
 
 

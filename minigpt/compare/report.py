@@ -17,7 +17,7 @@ from minigpt.compare import stats
 from minigpt.compare.groups import Group, Table, build_tables, group_runs
 from minigpt.compare.plots import hellaswag_protocols, plot_forest, plot_hellaswag, plot_val_loss
 from minigpt.compare.runs import Run
-from minigpt.compare.verdicts import VAL_LOSS, Verdict, _records, fmt_p, hellaswag_metric, table_verdicts
+from minigpt.compare.verdicts import VAL_LOSS, Verdict, correctness, fmt_p, hellaswag_metric, table_verdicts
 
 
 def _si(n: float | None) -> str:
@@ -55,7 +55,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def final_hellaswag(run: Run, protocol: str) -> float | None:
     """acc_norm of the last per-example records (what the paired test uses), else the last logged value."""
-    rec = _records(run.records, protocol) if run.records else None
+    rec = correctness(run.records, protocol) if run.records else None
     return float(rec[1].mean()) if rec is not None else run.last(f"hellaswag/{protocol}/acc_norm")
 
 

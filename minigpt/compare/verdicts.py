@@ -38,7 +38,7 @@ class Verdict:
 
 
 @lru_cache(maxsize=512)
-def _records(path: Path, protocol: str) -> tuple[np.ndarray, np.ndarray] | None:
+def correctness(path: Path, protocol: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(ids, acc_norm correctness) sorted by id; id = position << 32 | text hash. None if unreadable."""
     import pyarrow.compute as pc
 
@@ -85,7 +85,7 @@ def _correctness(runs: list[Run], protocol: str) -> tuple[np.ndarray, np.ndarray
     """(ids, (runs, examples) correctness) for runs in the given order, or why they cannot be paired."""
     first, rows = None, []
     for r in runs:
-        rec = _records(r.records, protocol) if r.records else None
+        rec = correctness(r.records, protocol) if r.records else None
         if rec is None:
             return f"{r.name} has no per-example {protocol} records"
         if first is None:
@@ -98,7 +98,7 @@ def _correctness(runs: list[Run], protocol: str) -> tuple[np.ndarray, np.ndarray
     return first[1], np.array(rows)
 
 
-def hellaswag_difference(group: Group, base: Group, protocol: str) -> stats.Difference | str:
+def _hellaswag_vs(group: Group, base: Group, protocol: str) -> stats.Difference | str:
     paired = _paired(group.runs, base.runs)
     runs_g = _by_seed(group.runs) if paired else group.runs
     runs_b = _by_seed(base.runs) if paired else base.runs
@@ -111,12 +111,12 @@ def hellaswag_difference(group: Group, base: Group, protocol: str) -> stats.Diff
     return stats.hellaswag_difference(correct[len(runs_b):], correct[: len(runs_b)], paired)
 
 
-def _verdict_text(metric: str, diff: stats.Difference, p_holm: float, digits: int) -> str:
+def _verdict_text(metric: str, diff: stats.Difference, p_holm: float) -> str:
     if p_holm < stats.ALPHA:
         lower_is_better = metric == VAL_LOSS
         return "better" if (diff.delta < 0) == lower_is_better else "worse"
     bound = max(abs(diff.lo), abs(diff.hi))
-    return f"no detectable difference (|Δ| < {bound:.{digits}f} at 95%)"
+    return f"no detectable difference (|Δ| < {bound:.4f} at 95%)"
 
 
 def _seeds_text(effect: float, diff: stats.Difference) -> str:
@@ -144,15 +144,14 @@ def table_verdicts(table: Table, protocols: list[str], effect: float | None = No
             if protocol is None:
                 out = stats.val_loss_difference(val_loss_values(g.runs), val_loss_values(base.runs))
             else:
-                out = hellaswag_difference(g, base, protocol)
+                out = _hellaswag_vs(g, base, protocol)
                 if isinstance(out, str) and "different HellaSwag examples" in out and out not in warnings:
                     warnings.append(out)
             found.append(Verdict(g, metric, None, out) if isinstance(out, str) else Verdict(g, metric, out))
         tested = [v for v in found if v.diff is not None]
         for v, p in zip(tested, stats.holm([v.diff.p for v in tested])):
-            digits = 4
             v.p_holm = p
-            v.verdict = _verdict_text(metric, v.diff, p, digits)
+            v.verdict = _verdict_text(metric, v.diff, p)
             if p >= stats.ALPHA:
                 v.seeds = _seeds_text(effect if effect else v.diff.delta, v.diff)
         for v in found:
