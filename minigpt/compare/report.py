@@ -188,8 +188,8 @@ def build_report(runs: list[Run], source: str, baseline: str | None = None,
         if verdicts:
             n_tests = len(table.groups) - 1
             lines += [f"### Verdicts vs {table.baseline.label}", "", verdict_table(verdicts), "",
-                      f"p (Holm): p-values Holm-corrected over the {n_tests} comparison{'s' * (n_tests != 1)} of each "
-                      f"metric in this table; `better`/`worse` when below {stats.ALPHA}. The 95% CI is per comparison. "
+                      f"p (Holm): p-values Holm-corrected over the tested comparisons of each metric in this table "
+                      f"(up to {n_tests}); `better`/`worse` when below {stats.ALPHA}. The 95% CI is per comparison. "
                       f"Seeds needed: seeds per group for {stats.POWER:.0%} power at alpha {stats.ALPHA} to detect "
                       + (f"a difference of {effect}" if effect else "the observed difference") + ".", ""]
             lines += [f"Refused: {w}" for w in table_warnings] + ([""] if table_warnings else [])
