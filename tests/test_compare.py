@@ -7,7 +7,7 @@ import time
 import matplotlib.image
 
 from minigpt.compare import main as compare_main
-from tests.conftest import ROOT, SHARED_DATA, TINY, read_metrics, run_cli
+from tests.conftest import HELLASWAG_200, ROOT, TINY, read_metrics, run_cli
 from tests.wandb_records import finished_run_records, run_record
 
 ARCHS = ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
@@ -25,7 +25,7 @@ def test_arch_ablation_tiny_sweep_runs_and_compares(tmp_path, capsys):
         ["minigpt.train", "-m", "--config-dir", "sweeps", "--config-name", "arch_ablation_tiny", *TINY,
          "train.num_iterations=4", "train.val_loss_every=2", "train.sample_every=0", f"hydra.sweep.dir={sweep_dir}",
          "eval.hellaswag.every=0", "eval.hellaswag.limit=8",  # HellaSwag once, at the end, on 8 examples
-         f"eval.hellaswag.path={SHARED_DATA / 'hellaswag' / 'hellaswag_val_preprocessed.jsonl'}"],
+         f"eval.hellaswag.path={HELLASWAG_200}"],
         cwd=ROOT, env_extra={"WANDB_MODE": "offline"},
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,10 +1,11 @@
 """lm-evaluation-harness on an exported model gives minigpt's own HellaSwag numbers.
 
-One tiny model is exported once and evaluated once by the README's `lm_eval run --model hf ...`
-command (subprocess, offline) on the first N_EXAMPLES of the shared HellaSwag file, 0-shot, with the
-task shipped in minigpt/hf/lm_eval_tasks. The same examples are scored by minigpt itself with its
-`harness` protocol (minigpt.eval.score_hellaswag), and every per-choice log-likelihood, per-example
-prediction and the acc / acc_norm counts must agree.
+One tiny model is exported once and evaluated by the README's `lm_eval run --model hf ...` command
+(subprocess, offline) on the 200 committed HellaSwag examples, 0-shot, once per file layout (the
+ctx-only copy and the official ctx_a/ctx_b layout), with the task that `python -m minigpt.hf.lm_eval_task`
+writes. The same examples are scored by minigpt itself with its `harness` protocol
+(minigpt.eval.score_hellaswag), and every per-choice log-likelihood, per-example prediction and the
+acc / acc_norm counts must agree.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import pytest
 import torch
 
 from minigpt.eval import evaluate_hellaswag, score_hellaswag
+from minigpt.eval.hellaswag_data import OFFICIAL_NAME, read_jsonl
 from minigpt.hf import export_model
 from minigpt.hf.lm_eval_task import write_task_dir
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import HELLASWAG_200, HELLASWAG_200_OFFICIAL, ROOT, run_cli
 from tests.test_hf_export import random_model
 
 N_EXAMPLES = 200
-HELLASWAG = SHARED_DATA / "hellaswag" / "hellaswag_val_preprocessed.jsonl"
-TASK_DIR = "minigpt/hf/lm_eval_tasks"  # relative to the repo root, as in the README
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +39,18 @@ def exported(tmp_path_factory):
     return model, out
 
 
-@pytest.fixture(scope="module")
-def lm_eval_run(exported, tmp_path_factory):
-    """The README's lm_eval command, run from the repo root with the shipped task folder."""
+@pytest.fixture(scope="module", params=[HELLASWAG_200, HELLASWAG_200_OFFICIAL], ids=["ctx_only", "official_layout"])
+def lm_eval_run(request, exported, tmp_path_factory):
+    """The README's two commands: write the task for a file, then lm_eval on it."""
     _, model_dir = exported
     results_dir = tmp_path_factory.mktemp("lm_eval")
+    task_dir = results_dir / "task"
+    out = run_cli(["minigpt.hf.lm_eval_task", str(task_dir), "--data", str(request.param)], cwd=ROOT)
+    assert out.returncode == 0 and f"--include_path {task_dir}" in out.stdout, out.stderr[-2000:]
     cmd = [
         str(Path(sys.executable).with_name("lm_eval")), "run",
         "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
-        "--tasks", "hellaswag_local", "--include_path", TASK_DIR, "--device", "cpu",
+        "--tasks", "hellaswag_local", "--include_path", str(task_dir), "--device", "cpu",
         "--batch_size", "16", "--limit", str(N_EXAMPLES), "--output_path", str(results_dir), "--log_samples",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -57,14 +60,14 @@ def lm_eval_run(exported, tmp_path_factory):
     results = json.loads(Path(glob.glob(f"{results_dir}/**/results_*.json", recursive=True)[0]).read_text())
     samples_file = glob.glob(f"{results_dir}/**/samples_hellaswag_local_*.jsonl", recursive=True)[0]
     samples = sorted((json.loads(line) for line in open(samples_file)), key=lambda s: s["doc_id"])
-    return proc, results["results"]["hellaswag_local"], samples
+    return proc, results["results"]["hellaswag_local"], samples, read_jsonl(request.param)
 
 
 def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run):
     model, _ = exported
-    proc, metrics, samples = lm_eval_run
+    proc, metrics, samples, examples = lm_eval_run
     assert "hellaswag_local" in proc.stdout and "acc_norm" in proc.stdout  # the results table
-    examples = [json.loads(line) for line, _ in zip(open(HELLASWAG, encoding="utf-8"), range(N_EXAMPLES))]
+    assert len(examples) == N_EXAMPLES
     assert [s["doc_id"] for s in samples] == list(range(N_EXAMPLES))
     ours = score_hellaswag(model, examples, "harness")
     theirs = torch.tensor([[float(r[0]) for r in s["filtered_resps"]] for s in samples], dtype=torch.float64)
@@ -85,12 +88,12 @@ def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run):
 
 
 def test_task_writer_handles_both_hellaswag_layouts(tmp_path):
-    """`python -m minigpt.hf.lm_eval_task` points the task at any file; its docs follow lm-eval's hellaswag."""
+    """The task points at any file; its docs follow lm-eval's hellaswag for both layouts."""
     import datasets
 
-    out = write_task_dir(HELLASWAG, tmp_path / "tasks", name="hs_mine")
+    out = write_task_dir(tmp_path / "tasks", HELLASWAG_200, name="hs_mine")
     yaml = (out / "hs_mine.yaml").read_text()
-    assert "task: hs_mine" in yaml and json.dumps(str(HELLASWAG.resolve())) in yaml
+    assert "task: hs_mine" in yaml and json.dumps(str(HELLASWAG_200.resolve())) in yaml
     spec = importlib.util.spec_from_file_location("task_utils", out / "utils.py")
     utils = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(utils)
@@ -103,3 +106,23 @@ def test_task_writer_handles_both_hellaswag_layouts(tmp_path):
     assert docs[0]["query"] == "Roof shingle removal: A man is sitting on a roof. He"  # lm-eval capitalizes ctx_b
     assert docs[0]["choices"][0] == "a. b" and docs[0]["gold"] == 3
     assert docs2[0]["query"] == "Roof shingle removal: A man is sitting on a roof. he" and docs2[0]["gold"] == 3
+
+
+def test_task_writer_defaults_to_the_cached_official_file(tmp_path, monkeypatch):
+    from minigpt.hf.lm_eval_task import main
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    # nothing cached: one line that says how to get the file, exit 2, nothing written
+    out = run_cli(["minigpt.hf.lm_eval_task", str(tmp_path / "t1")], cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("error: no HellaSwag file given and none cached in ") and "--data <file>" in line
+    assert str(tmp_path / "cache" / "hellaswag" / OFFICIAL_NAME) in line and not (tmp_path / "t1").exists()
+    # a missing --data file is named
+    assert main([str(tmp_path / "t2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    # the cached official file (as minigpt's verified download leaves it) is the default
+    cached = tmp_path / "cache" / "hellaswag" / OFFICIAL_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(HELLASWAG_200_OFFICIAL.read_bytes())
+    assert main([str(tmp_path / "t3")]) == 0
+    assert json.dumps(str(cached.resolve())) in (tmp_path / "t3" / "hellaswag_local.yaml").read_text()
