@@ -1,11 +1,11 @@
 """lm-evaluation-harness on an exported model gives minigpt's own HellaSwag numbers.
 
 One tiny model is exported once and evaluated by the README's `lm_eval run --model hf ...` command
-(subprocess, offline) on the 200 committed HellaSwag examples, 0-shot, once per file layout (the
-ctx-only copy and the official ctx_a/ctx_b layout), with the task that `python -m minigpt.hf.lm_eval_task`
-writes. The same examples are scored by minigpt itself with its `harness` protocol
-(minigpt.eval.score_hellaswag), and every per-choice log-likelihood, per-example prediction and the
-acc / acc_norm counts must agree.
+(subprocess, offline) on the 200 committed HellaSwag examples, 0-shot, in both file layouts (the
+ctx-only copy and the official ctx_a/ctx_b layout: one task each, in one lm_eval run), with the tasks
+that `python -m minigpt.hf.lm_eval_task` writes. The same examples are scored by minigpt itself with
+its `harness` protocol (minigpt.eval.score_hellaswag), and every per-choice log-likelihood,
+per-example prediction and the acc / acc_norm counts must agree.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tests.conftest import HELLASWAG_200, HELLASWAG_200_OFFICIAL, ROOT, run_cli
 from tests.test_hf_export import random_model
 
 N_EXAMPLES = 200
+LAYOUTS = {"hellaswag_local": HELLASWAG_200, "hellaswag_official_layout": HELLASWAG_200_OFFICIAL}  # task -> file
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +40,19 @@ def exported(tmp_path_factory):
     return model, out
 
 
-@pytest.fixture(scope="module", params=[HELLASWAG_200, HELLASWAG_200_OFFICIAL], ids=["ctx_only", "official_layout"])
-def lm_eval_run(request, exported, tmp_path_factory):
-    """The README's two commands: write the task for a file, then lm_eval on it."""
+@pytest.fixture(scope="module")
+def lm_eval_run(exported, tmp_path_factory):
+    """The README's two commands: write the task (one per file layout, in one folder), then one lm_eval run."""
     _, model_dir = exported
     results_dir = tmp_path_factory.mktemp("lm_eval")
     task_dir = results_dir / "task"
-    out = run_cli(["minigpt.hf.lm_eval_task", str(task_dir), "--data", str(request.param)], cwd=ROOT)
-    assert out.returncode == 0 and f"--include_path {task_dir}" in out.stdout, out.stderr[-2000:]
+    for name, path in LAYOUTS.items():
+        out = run_cli(["minigpt.hf.lm_eval_task", str(task_dir), "--data", str(path), "--name", name], cwd=ROOT)
+        assert out.returncode == 0 and f"--include_path {task_dir}" in out.stdout, out.stderr[-2000:]
     cmd = [
         str(Path(sys.executable).with_name("lm_eval")), "run",
         "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
-        "--tasks", "hellaswag_local", "--include_path", str(task_dir), "--device", "cpu",
+        "--tasks", ",".join(LAYOUTS), "--include_path", str(task_dir), "--device", "cpu",
         "--batch_size", "16", "--limit", str(N_EXAMPLES), "--output_path", str(results_dir), "--log_samples",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -58,15 +60,19 @@ def lm_eval_run(request, exported, tmp_path_factory):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(Path(glob.glob(f"{results_dir}/**/results_*.json", recursive=True)[0]).read_text())
-    samples_file = glob.glob(f"{results_dir}/**/samples_hellaswag_local_*.jsonl", recursive=True)[0]
-    samples = sorted((json.loads(line) for line in open(samples_file)), key=lambda s: s["doc_id"])
-    return proc, results["results"]["hellaswag_local"], samples, read_jsonl(request.param)
+    samples = {}
+    for name in LAYOUTS:
+        samples_file = glob.glob(f"{results_dir}/**/samples_{name}_*.jsonl", recursive=True)[0]
+        samples[name] = sorted((json.loads(line) for line in open(samples_file)), key=lambda s: s["doc_id"])
+    return proc, results["results"], samples
 
 
-def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run):
+@pytest.mark.parametrize("task", list(LAYOUTS))
+def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run, task):
     model, _ = exported
-    proc, metrics, samples, examples = lm_eval_run
-    assert "hellaswag_local" in proc.stdout and "acc_norm" in proc.stdout  # the results table
+    proc, results, all_samples = lm_eval_run
+    metrics, samples, examples = results[task], all_samples[task], read_jsonl(LAYOUTS[task])
+    assert task in proc.stdout and "acc_norm" in proc.stdout  # the results table
     assert len(examples) == N_EXAMPLES
     assert [s["doc_id"] for s in samples] == list(range(N_EXAMPLES))
     ours = score_hellaswag(model, examples, "harness")
