@@ -70,8 +70,6 @@ class Trainer:
         tc = cfg.train
         self.dist, self.device = distributed.init(pick_device(tc.device))
         self.grad_accum = validate_train_config(cfg, self.dist.world_size)
-        if (warning := warmup_warning(cfg.optim, tc.num_iterations)) and self.dist.is_main:
-            log.warning(warning)
         self.seq_len = tc.sequence_length or cfg.model.block_size
         configure_backends(self.device)
         seed_everything(tc.seed)
@@ -270,6 +268,8 @@ class Trainer:
         self.logger.add(record)
         log.info(self.describe())
         if warning := slow_dtype_warning(self.device, tc.dtype):
+            log.warning(warning)
+        if (warning := warmup_warning(self.cfg.optim, tc.num_iterations)) and self.dist.is_main:
             log.warning(warning)
         final: dict = {}
         checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints,

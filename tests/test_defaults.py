@@ -47,10 +47,10 @@ def test_warmup_as_long_as_the_run_warns_in_one_line_naming_both(tmp_path, caplo
     message = warmup_warning(cfg.optim, cfg.train.num_iterations)
     assert "optim.warmup_iters=700 >= train.num_iterations=200" in message and "\n" not in message
     assert warmup_warning(cfg.optim, 700) is not None and warmup_warning(cfg.optim, 701) is None
-    with caplog.at_level(logging.WARNING, logger="minigpt"):
-        Trainer(tiny_config("train.num_iterations=5"), tmp_path)  # the tiny recipe warms up for 20 steps
+    with caplog.at_level(logging.WARNING, logger="minigpt"):  # the tiny recipe warms up for 20 steps
+        Trainer(tiny_config("train.num_iterations=2", "train.val_loss_every=0", "train.sample_every=0"), tmp_path).fit()
     (line,) = [r.getMessage() for r in caplog.records if "warmup" in r.getMessage()]
-    assert line.startswith("warning: optim.warmup_iters=20 >= train.num_iterations=5: the whole run is warmup")
+    assert line.startswith("warning: optim.warmup_iters=20 >= train.num_iterations=2: the whole run is warmup")
 
 
 def test_hellaswag_bench_reads_the_cache_or_says_how_to_get_the_data(tmp_path, monkeypatch, capsys):
