@@ -12,7 +12,7 @@ from minigpt.checkpoint import list_checkpoints, load_checkpoint
 from minigpt.errors import ConfigError
 from minigpt.eval.records import read_records, records_path
 from minigpt.trainer import Trainer
-from tests.conftest import ROOT, SHARED_DATA, read_metrics, tiny_config
+from tests.conftest import HELLASWAG_200, ROOT, read_metrics, tiny_config
 
 STEPS = 4
 # micro-batch 2 x 32 tokens; 256 tokens per step = 4 micro-batches: accumulation 4 in one process,
@@ -22,7 +22,7 @@ SHAPE = ["train.batch_size=2", "train.sequence_length=32", "train.total_batch_si
          "train.val_loss_every=2", "train.sample_every=0",
          # HellaSwag (issue 3's task) at the end: 9 examples, split 5/4 over the ranks and gathered
          "eval=hellaswag", "eval.hellaswag.every=0", "eval.hellaswag.limit=9", "eval.hellaswag.download=false",
-         f"eval.hellaswag.path={SHARED_DATA / 'hellaswag' / 'hellaswag_val_preprocessed.jsonl'}"]
+         f"eval.hellaswag.path={HELLASWAG_200}"]
 HELLASWAG = ["hellaswag/llmc/acc", "hellaswag/llmc/acc_norm", "hellaswag/harness/acc", "hellaswag/harness/acc_norm"]
 
 
