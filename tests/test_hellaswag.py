@@ -280,10 +280,12 @@ def test_training_logs_hellaswag_and_the_cli_prints_both_protocols(tmp_path):
     out = run_cli(["minigpt.eval", str(tmp_path), "eval.hellaswag.limit=8", f"eval.hellaswag.path={HELLASWAG_200}",
                    "eval.hellaswag.batch_size=16"], cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
-    table = out.stdout.splitlines()
-    assert table[-3].split() == ["protocol", "acc", "acc_norm", "n", "examples/s"]
+    lines = out.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["protocol"])
+    assert lines[header].split() == ["protocol", "acc", "acc_norm", "n", "examples/s"]
+    assert lines[header + 3] == f"per-example records: {tmp_path / 'hellaswag' / 'step_000002.parquet'}"
     final = rows[-1]
-    for line, name in zip(table[-2:], ("llmc", "harness")):
+    for line, name in zip(lines[header + 1:header + 3], ("llmc", "harness")):
         proto, acc, acc_norm, n, speed = line.split()
         assert proto == name and int(n) == 8 and float(speed) > 0
         assert float(acc) == pytest.approx(final[f"hellaswag/{name}/acc"], abs=1e-4)
