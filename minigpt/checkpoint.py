@@ -7,12 +7,14 @@ config as a plain dict, the step, and whatever else the trainer adds (loader pos
 from __future__ import annotations
 
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
 from minigpt.atomic import atomic_write
-from minigpt.errors import ConfigError
+from minigpt.errors import ConfigError, write_failure
 
 CKPT_GLOB = "ckpt_*.pt"
 
@@ -21,15 +23,55 @@ def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
     return Path(run_dir) / f"ckpt_{step:07d}.pt"
 
 
+class CheckpointUnreadable(ConfigError):
+    """A file that is not a checkpoint, or a torn / damaged one: `<path> is <reason>`."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"{path} is {reason}")
+        self.reason = reason
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves a torn file."""
-    with atomic_write(path, durable=True) as f:
-        torch.save(state, f)
+    """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves a torn file.
+
+    A failed write (full disk, quota) raises RunFailure `could not write checkpoint <path>: <cause>`:
+    torch itself reports it as `unexpected pos ...`, with the real cause only in the chained exception.
+    """
+    try:
+        with atomic_write(path, durable=True) as f:
+            torch.save(state, f)
+    except (OSError, RuntimeError) as exc:
+        raise (write_failure("checkpoint", path, exc) or exc) from exc
     return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """torch.load(weights_only=True), with one clear line when the file is not a (whole) checkpoint."""
+    if not Path(path).is_file():
+        raise CheckpointUnreadable(path, "missing (no such file)")
+    if not zipfile.is_zipfile(path):  # every torch.save since 1.6 writes a zip archive, directory at the end
+        with open(path, "rb") as f:
+            torn = f.read(4) == b"PK\x03\x04"  # starts like one: cut short by a crash or a full disk
+        raise CheckpointUnreadable(path, "a truncated checkpoint (the end of the archive is missing)" if torn else
+                                   "not a checkpoint (not a PyTorch zip archive: corrupt, or another kind of file)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # a whole archive holding objects weights_only refuses to build
+        first = str(exc).strip().splitlines()[0][:100]
+        reason = f"not a minigpt checkpoint (it holds objects safe loading refuses: {first})"
+        raise CheckpointUnreadable(path, reason) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
+        raise CheckpointUnreadable(path, f"a damaged checkpoint ({first})") from exc
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """Cheap: the archive's central directory (at its end) reads and lists a pickle; no tensor is loaded."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("data.pkl") for name in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:

@@ -1,9 +1,13 @@
 """Where metrics go: the local metrics.jsonl (always, the source of truth) plus optional loggers.
 
-A logger implements `log(metrics, step)` and `finish()`. `build_loggers` picks extra loggers by
+A logger implements `log(metrics, step)` and `finish()`, and may implement `log_file(path, kind)` for
+files the run produces (per-example HellaSwag records; W&B uploads the last of each kind). `build_loggers` picks extra loggers by
 `cfg.logger.name` from `LOGGERS`; an extra logger that fails to start, log or finish is reported once
 and dropped, so logging can never stop training. An extra logger may expose `run_id` (W&B's run id):
-the trainer stores it in checkpoints and passes it back on resume, so the same tracked run continues.
+the trainer stores it in checkpoints and passes it back on resume, so the same tracked run continues;
+a run started from another run's checkpoint passes `forked_from` instead and gets a new tracked run
+that records its origin. metrics.jsonl is the one logger that may stop a run: if it cannot be
+written (a full disk), the run stops with one line saying so rather than training unrecorded.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import math
 import os
 from pathlib import Path
 from typing import Callable, Protocol
+
+from minigpt.errors import write_failure
 
 
 class Logger(Protocol):
@@ -31,8 +37,11 @@ class JsonlLogger:
 
     def log(self, metrics: dict, step: int) -> None:
         row = {"step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
-        self._f.write(json.dumps(row) + "\n")
-        self._f.flush()  # a crash must not lose logged lines
+        try:
+            self._f.write(json.dumps(row) + "\n")
+            self._f.flush()  # a crash must not lose logged lines
+        except OSError as exc:
+            raise write_failure("metrics to", self.path, exc) from exc
 
     def finish(self) -> None:
         self._f.close()
@@ -50,6 +59,9 @@ class NullLogger:
     """What ranks other than 0 log to under data parallelism: nothing."""
 
     def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def log_file(self, path: Path, kind: str) -> None:
         pass
 
     def finish(self) -> None:
@@ -77,6 +89,16 @@ class MultiLogger:
                 self.warn(f"logger {type(lg).__name__} failed ({exc}); continuing with metrics.jsonl only")
                 self.extras.remove(lg)
 
+    def log_file(self, path: Path, kind: str) -> None:
+        """Offer a file the run wrote (metrics.jsonl's folder already has it) to the loggers that keep files."""
+        for lg in list(self.extras):
+            if hasattr(lg, "log_file"):
+                try:
+                    lg.log_file(path, kind)
+                except Exception as exc:  # noqa: BLE001
+                    self.warn(f"logger {type(lg).__name__} failed ({exc}); continuing with metrics.jsonl only")
+                    self.extras.remove(lg)
+
     def finish(self) -> None:
         for lg in self.extras:
             try:
@@ -86,27 +108,29 @@ class MultiLogger:
         self.primary.finish()
 
 
-def _wandb(cfg, run_dir, run_id=None, warn=print):
+def _wandb(cfg, run_dir, run_id=None, warn=print, forked_from=None):
     from minigpt.wandb_logger import create_wandb_logger  # imported on use: wandb is slow to import
 
-    return create_wandb_logger(cfg, run_dir, run_id=run_id, warn=warn)
+    return create_wandb_logger(cfg, run_dir, run_id=run_id, warn=warn, forked_from=forked_from)
 
 
-# name -> factory(cfg, run_dir, run_id=None, warn=print) returning a Logger or None
-LOGGERS: dict[str, Callable] = {"none": lambda cfg, run_dir, run_id=None, warn=print: None, "wandb": _wandb}
+# name -> factory(cfg, run_dir, run_id=None, warn=print, forked_from=None) returning a Logger or None
+LOGGERS: dict[str, Callable] = {"none": lambda cfg, run_dir, **kwargs: None, "wandb": _wandb}
 
 
 def build_loggers(
-    cfg, run_dir: str | os.PathLike, warn: Callable[[str], None] = print, run_id: str | None = None
+    cfg, run_dir: str | os.PathLike, warn: Callable[[str], None] = print, run_id: str | None = None,
+    forked_from: dict | None = None,
 ) -> MultiLogger:
-    """metrics.jsonl plus the `cfg.logger.name` logger; `run_id` continues an earlier tracked run."""
+    """metrics.jsonl plus the `cfg.logger.name` logger; `run_id` continues an earlier tracked run,
+    `forked_from` ({"checkpoint", "step", "logger_run_id"}) starts a new one that records its origin."""
     from minigpt.errors import ConfigError
 
     name = cfg.logger.name
     if name not in LOGGERS:
         raise ConfigError(f"unknown logger={name!r}: choose one of {sorted(LOGGERS)}")
     try:
-        extra = LOGGERS[name](cfg, run_dir, run_id=run_id, warn=warn)
+        extra = LOGGERS[name](cfg, run_dir, run_id=run_id, warn=warn, forked_from=forked_from)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a tracking service that cannot start must not stop training

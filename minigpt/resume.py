@@ -1,14 +1,18 @@
 """Never lose work: resume from the newest valid checkpoint, keep the last K, checkpoint on signals.
 
 - `resume_trainer(trainer)` runs before the loggers open: it picks the checkpoint named by
-  `train.resume` (auto: the newest readable one in the run dir, skipping a torn or corrupt newest file
-  with one warning line), loads it, and drops the metrics.jsonl rows logged after that step, so the
-  steps the run redoes are logged exactly once.
+  `train.resume` (auto: the newest readable one in the run dir; an unreadable one is reported in one
+  line and renamed `<name>.corrupt`, so it is never resumed from or counted by pruning again; if none
+  is readable the run refuses to start over), loads it, and drops the metrics.jsonl rows logged after
+  that step, so the steps the run redoes are logged exactly once. A run already at
+  `train.num_iterations` trains nothing and says so in one line. A checkpoint from another run
+  directory starts a new tracked (W&B) run that records where it came from (`forked_from`).
 - `Checkpointer` decides when the loop saves (every `train.checkpoint_every` steps, at the end, and
-  at the next step boundary after SIGTERM / SIGUSR1 / SIGUSR2) and prunes to `train.keep_checkpoints`.
-  Signal handlers only set a flag: saving inside a handler could snapshot a half-applied optimizer
-  step. After the save, a handler that was installed before ours (submitit's USR2 handler, which
-  requeues the SLURM job) is called once the loop has ended and the loggers are closed.
+  at the next step boundary after SIGTERM / SIGUSR1 / SIGUSR2) and prunes to `train.keep_checkpoints`,
+  only ever deleting checkpoints older than the one just written. Signal handlers only set a flag:
+  saving inside a handler could snapshot a half-applied optimizer step. After the save, a handler
+  that was installed before ours (submitit's USR2 handler, which requeues the SLURM job) is called
+  once the loop has ended and the loggers are closed.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import logging
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from minigpt import distributed
 from minigpt.atomic import write_text_atomic
-from minigpt.checkpoint import find_checkpoint, list_checkpoints, load_checkpoint
+from minigpt.checkpoint import (CheckpointUnreadable, find_checkpoint, is_complete_checkpoint, list_checkpoints,
+                                load_checkpoint)
 from minigpt.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,6 +41,7 @@ REQUIRED_KEYS = ("model", "optimizer", "scaler", "step", "tokens_seen", "train_l
 # The signals a scheduler sends before it stops a job: SIGTERM (kill/scancel, time limit reached),
 # SIGUSR1 (`sbatch --signal=USR1@120`), SIGUSR2 (submitit's default `--signal=USR2@...`).
 CHECKPOINT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+CORRUPT_SUFFIX = ".corrupt"
 
 
 # ---------------------------------------------------------------------- choosing a checkpoint
@@ -61,38 +68,75 @@ def _candidates(resume: str, run_dir: Path) -> list[Path]:
     return [find_checkpoint(path)]  # a file, or a clear error if it does not exist
 
 
-def load_resume_state(resume: str, run_dir: str | os.PathLike) -> Optional[tuple[dict, Path]]:
-    """(state, path) of the newest readable checkpoint that `resume` allows, or None for a fresh start."""
-    resume = str(resume)
-    candidates = _candidates(resume, Path(run_dir))
+def _read(path: Path) -> dict:
+    state = load_checkpoint(path)
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointUnreadable(path, f"not a training checkpoint (it lacks {', '.join(missing)})")
+    return state
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint of this run to <name>.corrupt: kept for inspection, never resumed or pruned."""
+    aside = path.with_name(path.name + CORRUPT_SUFFIX)
+    os.replace(path, aside)
+    return aside
+
+
+def load_resume_state(resume: str, run_dir: str | os.PathLike, tidy: bool = False) -> Optional[tuple[dict, Path]]:
+    """(state, path) of the newest readable checkpoint that `resume` allows, or None for a fresh start.
+
+    tidy=True (rank 0): unreadable checkpoints of this run dir are renamed aside (`*.corrupt`).
+    """
+    resume, run_dir = str(resume), Path(run_dir)
+    candidates = _candidates(resume, run_dir)
+    unreadable = []
     for i, path in enumerate(candidates):
         try:
-            state = load_checkpoint(path)
-            missing = [k for k in REQUIRED_KEYS if k not in state]
-            if missing:
-                raise ValueError(f"missing {', '.join(missing)}")
-        except Exception as exc:  # noqa: BLE001 - a torn file raises whatever the zip reader hits
-            fallback = candidates[i + 1].name if i + 1 < len(candidates) else "a fresh start"
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.warning(f"checkpoint {path} is unreadable ({reason[:120]}); using {fallback} instead")
-            continue
-        return state, path
-    if candidates and resume not in ("auto", "never"):
-        raise ConfigError(f"train.resume={resume}: no readable checkpoint there; pass another checkpoint or train.resume=auto")
+            return _read(path), path
+        except Exception as exc:  # noqa: BLE001 - whatever the reader hits, the next candidate may do
+            reason = getattr(exc, "reason", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            aside = ""
+            if tidy and path.parent.resolve() == run_dir.resolve() and path.exists():
+                aside = f"; renamed {_set_aside(path).name}"
+            unreadable.append(f"{path.name}: {reason}")
+            fallback = candidates[i + 1].name if i + 1 < len(candidates) else None
+            if fallback:
+                log.warning(f"checkpoint {path} is unreadable ({reason}){aside}; using {fallback} instead")
+    if candidates and candidates[0].parent.resolve() == run_dir.resolve():  # this run's own: never start over unasked
+        moved = " (now renamed *.corrupt)" if tidy else ""
+        start = "step 0" if resume == "auto" else f"train.resume={resume}"
+        raise ConfigError(
+            f"no readable checkpoint in {run_dir} ({len(unreadable)} unreadable{moved}: {'; '.join(unreadable)}); "
+            f"rerun to start this run over from {start} (its metrics.jsonl rows are then redone), "
+            "or use a new hydra.run.dir"
+        )
+    if candidates:
+        raise ConfigError(f"train.resume={resume}: no readable checkpoint there ({'; '.join(unreadable)}); "
+                          "pass another checkpoint or train.resume=auto")
     return None
 
 
 # ---------------------------------------------------------------------- resuming a trainer
 
 
-def resume_trainer(trainer: "Trainer") -> Optional[str]:
-    """Load the checkpoint `train.resume` selects into `trainer`; returns the logger run id stored with it."""
+@dataclass
+class Resumed:
+    """What `resume_trainer` found: the tracked run to continue, where a fork came from, or nothing to do."""
+
+    logger_run_id: Optional[str] = None  # continue this W&B run (the run's own checkpoint)
+    forked_from: Optional[dict] = None  # another run's checkpoint: {"checkpoint", "step", "logger_run_id"}
+    finished: bool = False  # already at train.num_iterations: train nothing, write nothing
+
+
+def resume_trainer(trainer: "Trainer") -> Resumed:
+    """Load the checkpoint `train.resume` selects into `trainer`."""
     run_dir = trainer.run_dir
     main = getattr(trainer, "dist", None) is None or trainer.dist.is_main  # every rank loads; rank 0 tidies files
     if main:
         remove_stale_temp_files(run_dir)
-    found = load_resume_state(trainer.cfg.train.resume, run_dir)
-    run_id = None
+    found = load_resume_state(trainer.cfg.train.resume, run_dir, tidy=main)
+    resumed = Resumed()
     if found is not None:
         state, path = found
         try:
@@ -103,11 +147,30 @@ def resume_trainer(trainer: "Trainer") -> Optional[str]:
                 f"checkpoint {path} does not fit this config ({first}): resume with the config it was "
                 "trained with, or start fresh with train.resume=never in a new run dir"
             ) from exc
-        run_id = state.get("logger_run_id")
+        own = path.resolve().parent == Path(run_dir).resolve()
+        if own:
+            resumed.logger_run_id = state.get("logger_run_id")
+        else:  # a fork: a new tracked run, which records its origin
+            resumed.forked_from = {"checkpoint": str(path.resolve()), "step": trainer.step,
+                                   "logger_run_id": state.get("logger_run_id")}
+        if trainer.step >= trainer.cfg.train.num_iterations:
+            resumed.finished = True
+            log.info(_nothing_to_train(trainer, path, own))
+            return resumed
         log.info(f"resumed from {path} at step {trainer.step} ({trainer.tokens_seen:,} tokens seen)")
     if main:
         drop_metrics_after(run_dir / "metrics.jsonl", trainer.step)
-    return run_id
+    return resumed
+
+
+def _nothing_to_train(trainer: "Trainer", path: Path, own: bool) -> str:
+    step, total = trainer.step, trainer.cfg.train.num_iterations
+    more = f"train.num_iterations=<more than {step}> (the lr schedule is recomputed for the new length)"
+    if own:
+        return (f"{trainer.run_dir} already finished (step {step} of train.num_iterations={total}): nothing to "
+                f"train. To start fresh use a new hydra.run.dir; to train it further rerun with {more}")
+    return (f"train.resume={trainer.cfg.train.resume}: {path.name} is at step {step}, already "
+            f"train.num_iterations={total}: nothing to train; to continue training from it set {more}")
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:
@@ -117,31 +180,61 @@ def remove_stale_temp_files(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _is_run_row(row: dict) -> bool:
+    """A segment's closing row (run/wall_hours, run/cost, ...): superseded by the next segment's totals."""
+    keys = [k for k in row if k != "step"]
+    return bool(keys) and all(k.startswith("run/") for k in keys)
+
+
 def drop_metrics_after(path: Path, step: int) -> None:
-    """Keep only rows with step <= `step` (and drop a torn last line), so redone steps appear once."""
+    """Keep only rows with step <= `step` (and drop a torn last line), so redone steps appear once.
+
+    An earlier segment's `run/*` row goes too: this segment logs the running totals again when it ends.
+    """
     if not path.exists():
         return
-    kept, dropped = [], 0
+    kept, dropped, superseded = [], 0, 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             dropped += 1
             continue
-        if int(row.get("step", 0)) <= step:
-            kept.append(line)
-        else:
+        if int(row.get("step", 0)) > step:
             dropped += 1
-    if dropped:
+        elif _is_run_row(row):
+            superseded += 1
+        else:
+            kept.append(line)
+    if dropped or superseded:
         write_text_atomic(path, "".join(f"{line}\n" for line in kept))
+    if dropped:
         log.info(f"dropped {dropped} metrics.jsonl rows logged after step {step}; those steps run again")
 
 
-def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (keep <= 0 keeps all)."""
-    if keep <= 0:
+def last_logged(path: Path) -> dict:
+    """The last logged value of every key in metrics.jsonl: a finished run's final metrics."""
+    final: dict = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                final.update({k: v for k, v in json.loads(line).items() if k != "step"})
+            except json.JSONDecodeError:
+                continue
+    return final
+
+
+def prune_checkpoints(run_dir: Path, keep: int, newest: Path) -> None:
+    """Keep `newest` (just written) and the keep-1 checkpoints before it; keep <= 0 keeps all.
+
+    Only checkpoints older than `newest` are ever deleted, and only once `newest` is a complete
+    archive: a file with a higher step (which resume=auto would have used, or renamed aside if
+    unreadable) is left alone.
+    """
+    if keep <= 0 or not is_complete_checkpoint(newest):
         return
-    for old in list_checkpoints(run_dir)[:-keep]:
+    older = [p for p in list_checkpoints(run_dir) if p.name < newest.name]  # names sort by step
+    for old in older[: max(0, len(older) - (keep - 1))]:
         old.unlink(missing_ok=True)
 
 
@@ -157,8 +250,8 @@ class Checkpointer:
       once the loggers are closed, so submitit requeues the job only after W&B has flushed its files.
     """
 
-    def __init__(self, every: int, keep: int):
-        self.every, self.keep = every, keep
+    def __init__(self, every: int, keep: int, on_save: Callable[[], None] = lambda: None):
+        self.every, self.keep, self.on_save = every, keep, on_save  # on_save: e.g. rewrite run_summary.json
         self.pending: list[int] = []
         self.previous: dict[int, object] = {}
         self.deferred: list[int] = []
@@ -186,8 +279,10 @@ class Checkpointer:
         # Saving is collective under data parallelism, so a signal seen by any rank makes every rank save.
         asked = distributed.any_rank(bool(signals))
         if last or asked or (self.every > 0 and trainer.step % self.every == 0):
-            if trainer.save() is not None:  # None on ranks other than 0, which write nothing
-                prune_checkpoints(trainer.run_dir, self.keep)
+            path = trainer.save()
+            if path is not None:  # None on ranks other than 0, which write nothing
+                prune_checkpoints(trainer.run_dir, self.keep, path)
+            self.on_save()
         for signum in signals:
             log.warning(f"step {trainer.step:6d} | {signal.Signals(signum).name} received: checkpoint saved")
             if callable(self.previous.get(signum)):

@@ -1,11 +1,14 @@
 """run_summary.json: a run's status, wall time, hardware and cost — what metrics.jsonl cannot say.
 
-The trainer writes it when training starts (status `running`), refreshes it about once a minute while
-logging (so a killed run still shows how long it ran), and rewrites it at the end: `finished`,
-`failed` (an exception, named in `error`) or `interrupted` (Ctrl-C, or stopped before the last step
-to be requeued). A resumed run adds its wall time to the earlier segments'. GPU-hours are wall time
-times the number of GPUs (world size on CUDA, 0 on CPU), and cost is GPU-hours times the cluster
-preset's `cluster.gpu_hour_cost`. `minigpt.compare` reads this file.
+The trainer writes it when training starts (status `running`), after every checkpoint (periodic,
+final, or asked for by a signal), about once a minute while logging, and at the end: `finished`,
+`failed` (an exception, named in `error`), `diverged` (a non-finite loss or gradient norm) or
+`interrupted` (Ctrl-C, or stopped before the last step to be requeued). A kill -9 therefore loses
+at most the time since the last checkpoint, which is also all the training it loses. A resumed run
+adds its wall time, GPU-hours and cost to the earlier segments' (each segment priced with its own
+GPU count). GPU-hours are wall time times the number of GPUs (world size on CUDA, 0 on CPU), and
+cost is GPU-hours times the cluster preset's `cluster.gpu_hour_cost`. A segment's wall time starts
+when its Trainer is built (data and model set-up included). `minigpt.compare` reads this file.
 """
 
 from __future__ import annotations
@@ -35,6 +38,37 @@ def read_summary(run_dir: str | os.PathLike) -> dict | None:
         return None
 
 
+def failure_status(exc: BaseException) -> str:
+    from minigpt.divergence import Diverged
+
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "interrupted"
+    return "diverged" if isinstance(exc, Diverged) else "failed"
+
+
+def error_text(exc: BaseException) -> str:
+    """The `error` of run_summary.json. A cause the user can fix is stored as the very line train.log and
+    the console show after "error: "; anything else (a bug) with its exception type."""
+    from minigpt.errors import ConfigError, RunFailure
+
+    user_facing = isinstance(exc, (ConfigError, RunFailure))
+    return (str(exc) if user_facing else f"{type(exc).__name__}: {exc}")[:1000]
+
+
+def record_failure(run_dir: str | os.PathLike, exc: BaseException) -> None:
+    """A run that failed before its trainer wrote run_summary.json (a bad config): write one with the
+    status and error RunRecord.fail() would give, so the run directory says why it has no metrics.
+    An existing summary is left alone: the trainer has recorded its own failure there, or it belongs
+    to an earlier run that this command was refused to touch (a busy or finished run directory)."""
+    if int(os.environ.get("RANK", "0")) != 0 or (Path(run_dir) / SUMMARY_FILE).exists():
+        return
+    data = {"status": failure_status(exc), "error": error_text(exc), "ended_at": _now()}
+    try:
+        write_text_atomic(Path(run_dir) / SUMMARY_FILE, json.dumps(data, indent=1))
+    except OSError:
+        pass  # the error itself is still reported
+
+
 class RunRecord:
     """Also a logger (log/finish), so it sees every step and keeps `step`, `tokens` and `wall_s` fresh."""
 
@@ -46,8 +80,8 @@ class RunRecord:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         cluster = trainer.cfg.cluster
         previous = read_summary(trainer.run_dir) or {}
-        self.prior_wall_s = float(previous.get("wall_s", 0.0))
-        self.t0 = time.time()
+        self.prior = {key: float(previous.get(key) or 0.0) for key in ("wall_s", "gpu_hours", "cost")}
+        self.t0 = getattr(trainer, "created_at", None) or time.time()
         self._last_write = 0.0
         self.error: str | None = None
         self.status = "running"
@@ -72,13 +106,17 @@ class RunRecord:
             "step": trainer.step,
             "tokens": trainer.tokens_seen,
         }
+        if previous.get("forked_from"):  # a fork keeps saying where it came from across its own resumes
+            self.data["forked_from"] = previous["forked_from"]
         self._write()
 
     def _update_costs(self) -> None:
         d = self.data
-        d["wall_s"] = self.prior_wall_s + (time.time() - self.t0)
-        d["gpu_hours"] = d["wall_s"] / 3600 * d["n_gpus"]
-        d["cost"] = d["gpu_hours"] * d["gpu_hour_cost"]
+        segment_s = time.time() - self.t0
+        segment_gpu_hours = segment_s / 3600 * d["n_gpus"]
+        d["wall_s"] = self.prior["wall_s"] + segment_s
+        d["gpu_hours"] = self.prior["gpu_hours"] + segment_gpu_hours
+        d["cost"] = self.prior["cost"] + segment_gpu_hours * d["gpu_hour_cost"]
         d["updated_at"] = _now()
 
     def _write(self) -> None:
@@ -102,9 +140,19 @@ class RunRecord:
     def finish(self) -> None:
         pass  # the final write is close(), which knows how the run ended
 
+    def checkpointed(self, step: int | None = None) -> None:
+        """After every checkpoint (also those a signal asked for): the time spent so far is on disk."""
+        if step is not None:
+            self.data["step"] = step
+        self._write()
+
+    def forked(self, origin: dict) -> None:
+        """This run started from another run's checkpoint: {"checkpoint", "step", "logger_run_id"}."""
+        self.data["forked_from"] = origin
+        self._write()
+
     def fail(self, exc: BaseException) -> None:
-        self.status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
-        self.error = f"{type(exc).__name__}: {exc}"[:500]
+        self.status, self.error = failure_status(exc), error_text(exc)
 
     def close(self, step: int, tokens: int) -> dict:
         """Write the final status; returns the run-level metrics to log (wall time, GPU-hours, cost)."""

@@ -13,21 +13,22 @@ from pathlib import Path
 
 import torch
 
-from minigpt import distributed
+from minigpt import distributed, run_lock
 from minigpt.checkpoint import checkpoint_path, init_weights_from, save_checkpoint
 from minigpt.config import Config, to_container
 from minigpt.data.corpus import prepare_splits
 from minigpt.data.loader import DataLoader
 from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
-from minigpt.errors import ConfigError
+from minigpt.divergence import DivergenceGuard
+from minigpt.errors import ConfigError, RunFailure
 from minigpt.loggers import NullLogger, build_loggers
 from minigpt.model import GPT, validate_model_config
-from minigpt.optim import Schedule, build_optimizer
+from minigpt.optim import Schedule, build_optimizer, warmup_warning
 from minigpt.perf import device_name, mfu, peak_flops
-from minigpt.resume import Checkpointer, resume_trainer
+from minigpt.resume import Checkpointer, last_logged, resume_trainer
 from minigpt.rng import get_rng_state, set_rng_state
 from minigpt.run_record import RunRecord
-from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything
+from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything, slow_dtype_warning
 from minigpt.tasks import PeriodicTask, build_eval_tasks
 
 log = logging.getLogger("minigpt")
@@ -56,20 +57,29 @@ def validate_train_config(cfg: Config, world_size: int = 1) -> int:
     return total // micro_tokens
 
 
+def check_objective(objective: str | None, metrics: list[str]) -> None:
+    """train.objective (what a search sweeper minimises) must be one of the numeric metrics the run logs."""
+    if objective is not None and objective not in metrics:
+        raise ConfigError(f"train.objective={objective} is not a metric this run logs: choose one of {', '.join(metrics)}")
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, extra_tasks: list[PeriodicTask] | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.created_at = time.time()  # run_summary.json's wall time includes data and model set-up
         tc = cfg.train
         self.dist, self.device = distributed.init(pick_device(tc.device))
         self.grad_accum = validate_train_config(cfg, self.dist.world_size)
         self.seq_len = tc.sequence_length or cfg.model.block_size
         configure_backends(self.device)
-        seed_everything(tc.seed)
+        seed_everything(tc.effective_init_seed)
 
         with distributed.main_first(self.dist):  # rank 0 fills the token cache, the others then read it
             train_files, val_files = prepare_splits(cfg.data, log=log.info)
-        ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size}  # each rank reads its own slice
-        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.seed, split="train", **ranks)
+        # each rank reads its own slice; every token id is checked against the vocabulary once, at open
+        ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size, "vocab_size": cfg.model.vocab_size}
+        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.effective_data_seed,
+                                       split="train", **ranks)
         self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val", **ranks)
         self._fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
 
@@ -84,17 +94,28 @@ class Trainer:
         self.schedule = Schedule(self.optimizer, cfg.optim, tc.num_iterations)  # every group's lr, Muon's momentum
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=str(tc.dtype.value) == "float16")
         self.autocast = lambda: autocast_context(self.device, tc.dtype.value)
+        # float16: the GradScaler skips inf/nan-gradient steps itself, so the guard only watches the loss
+        self.guard = DivergenceGuard(tc.skip_nonfinite, self.device, self.run_dir,
+                                     grads_checked=not self.scaler.is_enabled())
         self.step, self.tokens_seen = 0, 0
         self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len * self.dist.world_size
         self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
         self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
         self.tasks = [
-            PeriodicTask("val", tc.val_loss_every, Trainer.validate),
+            PeriodicTask("val", tc.val_loss_every, Trainer.validate, metrics=("val/loss",)),
             PeriodicTask("sample", tc.sample_every, Trainer.sample),
             *build_eval_tasks(cfg),
             *(extra_tasks or []),
         ]
+        check_objective(tc.objective, self.final_metrics())
         self.logger = None  # opened in fit(), so building a Trainer writes nothing
+
+    def final_metrics(self) -> list[str]:
+        """The numeric metrics that fit() returns (every step's train/ ones and the tasks' last results)."""
+        names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step", "train/tokens_per_s"]
+        if self.peak_flops is not None:
+            names.append("train/mfu")
+        return sorted(names + [name for task in self.tasks for name in task.metrics])
 
     # ------------------------------------------------------------------ steps
 
@@ -120,8 +141,9 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.guard.allow_update(loss_sum, grad_norm, self.step + 1):  # no host sync unless train.skip_nonfinite
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -199,12 +221,18 @@ class Trainer:
         set_rng_state(state["rng"])
 
     def save(self) -> Path | None:
+        self.guard.check()  # never save (or prune for) a model that went non-finite since the last check
         state = self.state_dict()  # every rank takes part (ZeRO gathers optimizer shards); rank 0 writes
-        path = None
+        path, failure = None, None
         if self.dist.is_main:
-            path = save_checkpoint(state, checkpoint_path(self.run_dir, self.step))
-            log.info(f"step {self.step:6d} | checkpoint {path}")
-        distributed.barrier()  # nobody races ahead (or exits) before the checkpoint is on disk
+            try:
+                path = save_checkpoint(state, checkpoint_path(self.run_dir, self.step))
+                log.info(f"step {self.step:6d} | checkpoint {path}")
+            except RunFailure as exc:  # e.g. a full disk: every rank stops, none waits for rank 0 forever
+                failure = exc
+        # a collective, so nobody races ahead (or exits) before the checkpoint is on disk
+        if distributed.any_rank(failure is not None):
+            raise failure or RunFailure(f"step {self.step}: rank 0 could not write the checkpoint (its log says why)")
         return path
 
     # ------------------------------------------------------------------ loop
@@ -221,20 +249,36 @@ class Trainer:
         )
 
     def fit(self) -> dict:
+        # One process per run dir (rank 0 locks, the other ranks wait to hear): before anything is written.
+        lock = run_lock.acquire_for_ranks(self.run_dir, self.dist)
+        try:
+            return self._fit()
+        finally:
+            run_lock.release(lock)
+
+    def _fit(self) -> dict:
         tc = self.cfg.train
-        if self.dist.is_main:  # only rank 0 writes the run directory
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        run_id = resume_trainer(self)  # before the loggers open, so they continue the checkpoint's run
-        self.logger = (build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=run_id) if self.dist.is_main
-                       else NullLogger())
+        resumed = resume_trainer(self)  # before the loggers open, so they continue the checkpoint's run
+        if resumed.finished:  # already at train.num_iterations: it said so in one line; write nothing
+            return last_logged(self.run_dir / "metrics.jsonl")
+        self.logger = (build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=resumed.logger_run_id,
+                                     forked_from=resumed.forked_from) if self.dist.is_main else NullLogger())
         record = RunRecord(self)  # run_summary.json: status, wall time, GPU-hours, cost
+        if resumed.forked_from:
+            record.forked(resumed.forked_from)
         self.logger.add(record)
         log.info(self.describe())
+        if warning := slow_dtype_warning(self.device, tc.dtype):
+            log.warning(warning)
+        if (warning := warmup_warning(self.cfg.optim, tc.num_iterations)) and self.dist.is_main:
+            log.warning(warning)
         final: dict = {}
-        checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints).install()
+        checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints,
+                                   on_save=lambda: record.checkpointed(self.step)).install()
         try:
             while self.step < tc.num_iterations:
                 metrics = self.train_step()
+                self.guard.check()  # a non-finite step stops here, before it is logged, evaluated or saved
                 last = self.step == tc.num_iterations
                 if self.step % tc.log_every == 0 or last:
                     self.logger.log(metrics, self.step)

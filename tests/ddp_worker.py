@@ -9,11 +9,21 @@ import sys
 from pathlib import Path
 
 from minigpt.checkpoint import checkpoint_path
+from minigpt.run_lock import RunDirBusy
 from minigpt.trainer import Trainer
 from tests.conftest import tiny_config
 
 
 def main(out: Path, overrides: list[str]) -> None:
+    # out/busy is locked by the test process: rank 0 cannot lock it and every rank stops (none waits forever)
+    try:
+        Trainer(tiny_config(*overrides), out / "busy").fit()
+        outcome = "trained"
+    except RunDirBusy as exc:
+        outcome = str(exc)
+    rank = int(__import__("os").environ["RANK"])
+    (out / f"busy_rank{rank}.txt").write_text(outcome)
+
     plain = Trainer(tiny_config(*overrides, "train.zero_stage=0"), out / "zero0")
     plain.fit()
 

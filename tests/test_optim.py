@@ -148,7 +148,8 @@ COMBINATIONS = {
     "gpt2+untied": ["arch.tie_embeddings=false"],
     # normalised embeddings are 50x GPT-2's 0.02-scale init, so the blocks start out drowned: it starts slower
     "gpt2+embed_norm": ["arch.embed_norm=true", "train.num_iterations=16", "train.val_loss_every=16"],
-    "modern": ["arch=modern"],
+    "modern": ["arch=modern", "train.num_iterations=16", "train.val_loss_every=16"],  # embed_norm too: with AdamW,
+    # 8 steps take it only 0.42 nats below the init loss (10.41), 16 steps 1.4 nats (9.39)
     "gpt2+muon": MUON,
     "modern+muon": ["arch=modern", *MUON],
     "modern+muon+wsd_warmup": ["arch=modern", *MUON, "optim.warmup_iters=3", "optim.decay_frac=0.5"],

@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_dir
 
 from minigpt.compare import main as compare_main
 from minigpt.config import to_config
-from tests.conftest import ROOT, TINY, run_cli
+from tests.conftest import ROOT, TINY, compose_config, run_cli
+from tests.test_compare import markdown_tables
 
 ARMS = sorted(p.stem for p in (ROOT / "sweeps" / "recipe").glob("*.yaml"))
 
@@ -52,6 +53,15 @@ def test_each_arm_is_what_its_name_says(sweep, arm):
     assert cfg.model.name == ("tiny" if sweep.endswith("_tiny") else "d12") and cfg.train == base.train
 
 
+def test_modern_tiny_trains_with_muon_when_asked_and_the_tiny_recipe_otherwise():
+    """The tiny model brings optim=tiny; `optim=muon` on the command line wins over it."""
+    muon = to_config(compose_config(["arch=modern", "optim=muon", "experiment=modern_tiny"]))
+    assert (muon.optim.kind.value, muon.optim.learning_rate, muon.optim.schedule.value) == ("muon", 0.02, "wsd")
+    assert (muon.model.name, muon.model.n_embd, muon.train.num_iterations, muon.arch.name) == ("tiny", 128, 200, "modern")
+    plain = to_config(compose_config(["arch=modern", "experiment=modern_tiny"]))
+    assert (plain.optim.name, plain.optim.kind.value, plain.optim.learning_rate) == ("tiny", "adamw", 3e-3)
+
+
 def test_tiny_sweep_runs_and_compares_with_tokens_to_target(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     done = run_cli(["minigpt.train", "-m", "--config-dir", "sweeps", "--config-name", "recipe_ablation_tiny", *TINY,
@@ -60,10 +70,11 @@ def test_tiny_sweep_runs_and_compares_with_tokens_to_target(tmp_path, capsys):
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert runs == ["0_gpt2_adamw_s1", "1_gpt2_adamw_s2", "2_modern_muon_s1", "3_modern_muon_s2"]
-    assert compare_main([str(sweep_dir)]) == 0
+    assert compare_main([str(sweep_dir)]) == 0  # the first group (gpt2 + AdamW) is the baseline
     out = capsys.readouterr().out
-    assert "tokens to target" in out and "baseline group 'recipe=gpt2_adamw'" in out
-    groups = [line for line in out.splitlines() if line.startswith(("| recipe=",))]
-    assert [g.split("|")[1].strip() for g in groups] == ["recipe=gpt2_adamw (baseline)", "recipe=modern_muon"]
-    assert all(g.split("|")[2].strip() == "2" for g in groups)  # two seeds per group
-    assert "x" in groups[1].split("|")[5]  # a ratio (with its interval) for the modern recipe
+    run_rows, group_rows = markdown_tables(out)[:2]
+    assert all(r["tokens to target"] not in ("", "-") for r in run_rows)
+    assert [(g["group"], g["n"]) for g in group_rows] == [  # two seeds per group
+        ("arch=gpt2 optim=adamw (baseline)", "2"), ("arch=modern_muon optim=muon", "2")]
+    assert "baseline group 'arch=gpt2 optim=adamw'" in out
+    assert "x" in group_rows[1]["tokens ratio vs baseline [95% CI]"]  # a ratio (with its interval) for the modern recipe

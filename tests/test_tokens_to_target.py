@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from minigpt.tokens_to_target import Ratio, efficiency_ratio, final_loss, mean_curve, target_loss, tokens_to_reach
+from minigpt.compare.tokens_to_target import Ratio, efficiency_ratio, final_loss, mean_curve, target_loss, tokens_to_reach
 
 CURVE = [(1000, 8.0), (2000, 7.0), (3000, 6.5), (4000, 6.0)]
 
@@ -66,6 +66,7 @@ def _run_dir(path, arm: str, seed: int, val: list[tuple[int, float]], tokens_per
 
 def test_compare_reports_tokens_to_the_baselines_loss_per_run_and_per_group(tmp_path, capsys):
     from minigpt.compare import main as compare_main
+    from tests.test_compare import markdown_tables
 
     # baseline finals 3.0, 3.2, 3.1 (target: their mean, 3.1); the fast arm crosses 3.1 at 50K, 60K, 40K tokens
     for seed, final in ((1, 3.0), (2, 3.2), (3, 3.1)):
@@ -75,23 +76,27 @@ def test_compare_reports_tokens_to_the_baselines_loss_per_run_and_per_group(tmp_
     _run_dir(tmp_path / "6_slow_s1", "slow", 1, [(50, 5.0), (100, 4.0)])
     assert compare_main([str(tmp_path), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.startswith("| ")]
-    runs = {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
-    col = runs["run"].index("tokens to target")
-    assert [runs[f"{i}_fast_s{i - 2}"][col] for i in (3, 4, 5)] == ["50.00K", "60.00K", "40.00K"]
+    run_rows, group_rows = markdown_tables(out)[:2]
+    runs = {r["run"]: r["tokens to target"] for r in run_rows}
+    assert [runs[f"{i}_fast_s{i - 2}"] for i in (3, 4, 5)] == ["50.00K", "60.00K", "40.00K"]
     # per run: 4.0 -> 3.0 crosses 3.1 at 9/10 of the way; a seed that ends above the mean never gets there
-    assert runs["0_base_s1"][col] == "95.00K" and runs["1_base_s2"][col] == "not reached"
-    assert runs["2_base_s3"][col] == "100.00K" and runs["6_slow_s1"][col] == "not reached"
-    assert "baseline group 'recipe=base', 3.1000" in out
-    assert runs["recipe=base (baseline)"][1:4] == ["3", "3.1000", "100.00K"]
-    base = [[(50e3, 4.0), (100e3, f)] for f in (3.0, 3.2, 3.1)]
-    fast = [[(30e3, 3.3), (c * 1e3, 3.1), (100e3, 2.5)] for c in (50, 60, 40)]
-    expected = efficiency_ratio(base, fast)
-    assert runs["recipe=fast"][4] == str(expected) and expected.ratio > 1.5
-    assert runs["recipe=slow"][3:] == ["not reached", "0.00x"]
+    assert runs["0_base_s1"] == "95.00K" and runs["1_base_s2"] == "not reached"
+    assert runs["2_base_s3"] == "100.00K" and runs["6_slow_s1"] == "not reached"
+    assert "baseline group 'arch=base', 3.1000" in out
+    groups = {r["group"]: r for r in group_rows}
+    base = groups["arch=base (baseline)"]
+    assert (base["n"], base["tokens to target"]) == ("3", "100.00K")
+    assert base["val loss (mean ± 95% CI)"].startswith("3.1000 ± ")
+    base_curves = [[(50e3, 4.0), (100e3, f)] for f in (3.0, 3.2, 3.1)]
+    fast_curves = [[(30e3, 3.3), (c * 1e3, 3.1), (100e3, 2.5)] for c in (50, 60, 40)]
+    expected = efficiency_ratio(base_curves, fast_curves)
+    assert groups["arch=fast"]["tokens ratio vs baseline [95% CI]"] == str(expected) and expected.ratio > 1.5
+    # the seeds' mean curve has the evaluations all seeds share, (30K, 3.3) and (100K, 2.5): it crosses 3.1 at 47.5K
+    assert groups["arch=fast"]["tokens to target"] == "47.50K" and expected.ratio == pytest.approx(100 / 47.5)
+    assert base["tokens ratio vs baseline [95% CI]"] == "1.00x"
+    slow = groups["arch=slow"]
+    assert (slow["tokens to target"], slow["tokens ratio vs baseline [95% CI]"]) == ("not reached", "0.00x")
     assert str(expected) in (tmp_path / "report" / "report.md").read_text()
     # another baseline: the target moves to that group's final loss
-    assert compare_main([str(tmp_path), "--out", str(tmp_path / "r2"), "--baseline", "recipe=slow"]) == 0
-    assert "baseline group 'recipe=slow', 4.0000" in capsys.readouterr().out
-    assert compare_main([str(tmp_path), "--baseline", "nope"]) == 2
-    assert capsys.readouterr().err.startswith("error: --baseline 'nope' matches no run group")
+    assert compare_main([str(tmp_path), "--out", str(tmp_path / "r2"), "--baseline", "arch=slow"]) == 0
+    assert "baseline group 'arch=slow', 4.0000" in capsys.readouterr().out

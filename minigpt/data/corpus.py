@@ -110,17 +110,39 @@ def resolve_files(pattern: str | None, suffixes: tuple[str, ...], what: str) -> 
     return sorted(files)
 
 
+def read_text(path: Path) -> str:
+    """A file's text as UTF-8, or one line naming the file and the first byte that is not UTF-8.
+
+    An error rather than decoding with replacement characters: a corpus is tokenized once and
+    cached, so a warning would scroll by once while every later run trains on the damaged text, and
+    the usual causes (a binary file matched by data.path, a Latin-1 or UTF-16 export) are whole-file
+    mistakes that replacement would turn into garbage tokens. The fix is one command.
+    """
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte 0x{bad} at offset {exc.start} cannot be decoded; convert it "
+            f"(e.g. iconv -f latin1 -t utf-8) or leave it out of data.path"
+        ) from None
+
+
 def read_documents(path: Path, jsonl_field: str) -> list[str]:
+    text = read_text(path)
     if path.suffix != ".jsonl":
-        return [path.read_text(encoding="utf-8")]
+        return [text]
     docs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
+        if line.strip():
+            try:
                 row = json.loads(line)
-                if jsonl_field not in row:
-                    raise ConfigError(f"{path}:{n} has no field '{jsonl_field}': set data.jsonl_field")
-                docs.append(row[jsonl_field])
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{n} is not a JSON object ({exc.msg}): fix or remove that line") from None
+            if not isinstance(row, dict) or jsonl_field not in row:
+                raise ConfigError(f"{path}:{n} has no field '{jsonl_field}': set data.jsonl_field")
+            docs.append(row[jsonl_field])
     return docs
 
 

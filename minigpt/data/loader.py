@@ -22,9 +22,9 @@ from minigpt.errors import ConfigError
 class TokenChunks:
     """Random access to chunk i (T+1 tokens) across a list of shards."""
 
-    def __init__(self, files: list[Path], seq_len: int):
+    def __init__(self, files: list[Path], seq_len: int, vocab_size: int | None = None):
         self.seq_len = seq_len
-        self.shards = [open_shard(f) for f in files]
+        self.shards = [open_shard(f, vocab_size) for f in files]  # vocab_size: every id checked once, at open
         # chunks per shard: starts 0, T, 2T, ... with start + T + 1 <= len
         counts = [max(0, (len(s) - 1) // seq_len) for s in self.shards]
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -41,8 +41,8 @@ class TokenChunks:
 
 class DataLoader:
     def __init__(self, files: list[Path], batch_size: int, seq_len: int, *, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1, split: str = "train"):
-        self.chunks = TokenChunks(files, seq_len)
+                 rank: int = 0, world_size: int = 1, split: str = "train", vocab_size: int | None = None):
+        self.chunks = TokenChunks(files, seq_len, vocab_size)
         self.B, self.T = batch_size, seq_len
         self.seed, self.shuffle = seed, shuffle
         self.rank, self.world_size = rank, world_size

@@ -2,6 +2,9 @@
 
 Layout: a header of 256 int32 (magic 20240520, version 1, token count, rest zero), then the tokens
 as uint16. Files are written to a temp name and renamed, so a crash never leaves a half shard.
+Opened for training, a shard is checked against the model's vocabulary (one max() over the memmap,
+a sequential read of the file): an id the embedding table does not have would otherwise crash deep in
+the forward pass (an IndexError on CPU, a device-side assert on a GPU).
 """
 
 from __future__ import annotations
@@ -52,7 +55,17 @@ def read_header(path: str | os.PathLike) -> int:
     return count
 
 
-def open_shard(path: str | os.PathLike) -> np.memmap:
-    """Memory-map a shard's tokens (uint16) without reading them into RAM."""
+def open_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.memmap:
+    """Memory-map a shard's tokens (uint16) without reading them into RAM; with `vocab_size`, check that
+    every id fits the model's vocabulary."""
     count = read_header(path)
-    return np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,))
+    tokens = np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,))
+    if vocab_size is not None and count:
+        top = int(tokens.max())
+        if top >= vocab_size:
+            raise ConfigError(
+                f"{path} holds token id {top}, outside the model's vocabulary (model.vocab_size={vocab_size}): "
+                f"it was tokenized with another tokenizer; re-create it with GPT-2's (python -m minigpt.prepare) "
+                f"or set model.vocab_size={top + 1} or more"
+            )
+    return tokens

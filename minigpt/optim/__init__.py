@@ -19,7 +19,7 @@ from minigpt.config import OptimConfig, OptimizerKind
 from minigpt.optim.adamw import build_adamw, param_groups
 from minigpt.optim.combined import CombinedOptimizer
 from minigpt.optim.muon import build_muon, muon_param_groups
-from minigpt.optim.schedule import Schedule, lr_at, lr_factor, muon_momentum_at
+from minigpt.optim.schedule import Schedule, lr_at, lr_factor, muon_momentum_at, warmup_warning
 
 BUILDERS: dict[OptimizerKind, Callable[[torch.nn.Module, OptimConfig, str], object]] = {
     OptimizerKind.adamw: build_adamw,
@@ -33,4 +33,4 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device_type: str):
 
 
 __all__ = ["BUILDERS", "CombinedOptimizer", "Schedule", "build_optimizer", "lr_at", "lr_factor", "muon_momentum_at",
-           "muon_param_groups", "param_groups"]
+           "muon_param_groups", "param_groups", "warmup_warning"]

@@ -61,6 +61,17 @@ def lr_at(step: int, cfg: OptimConfig, num_iterations: int) -> float:
     return cfg.learning_rate * lr_factor(step, cfg, num_iterations)
 
 
+def warmup_warning(cfg: OptimConfig, num_iterations: int) -> str | None:
+    """One line when the warmup is as long as the run or longer: the lr then never gets past its warmup."""
+    if cfg.warmup_iters < num_iterations:
+        return None
+    last = lr_at(num_iterations - 1, cfg, num_iterations)
+    return (
+        f"warning: optim.warmup_iters={cfg.warmup_iters} >= train.num_iterations={num_iterations}: the whole run is "
+        f"warmup (lr {last:.2e} at the last step, peak {cfg.learning_rate:.2e}, no decay); "
+        f"lower optim.warmup_iters or raise train.num_iterations"
+    )
+
 def muon_momentum_at(step: int, cfg: OptimConfig) -> float:
     """nanochat: momentum rises linearly from muon_momentum_start to muon_momentum over the warmup."""
     if cfg.muon_momentum_warmup_iters <= 0:

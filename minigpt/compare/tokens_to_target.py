@@ -6,6 +6,9 @@ crossing (None if it never does). For a group of runs that differ only in their 
 mean over seeds at each evaluation; the target is the baseline group's mean final val loss, so the
 baseline needs (about) its whole budget, and `efficiency_ratio(baseline, arm)` = baseline tokens / arm
 tokens: 1.5 means the arm reaches the baseline's result with 2/3 of the tokens.
+
+In the report (report.py) the target is each table's baseline group (finished runs only): two group
+columns (`tokens to target`, `tokens ratio vs baseline [95% CI]`) and a per-run column.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Sequence
+
+from minigpt.compare.groups import Group, Table
+from minigpt.compare.runs import Run
 
 Curve = Sequence[tuple[float, float]]  # (tokens seen, val loss), in any order
 
@@ -104,3 +110,62 @@ def efficiency_ratio(baseline_curves: Sequence[Curve], arm_curves: Sequence[Curv
                            confidence_level=confidence, n_resamples=n_resamples, rng=np.random.default_rng(seed))
     low, high = result.confidence_interval
     return Ratio(ratio, float(low), float(high), confidence)
+
+
+# ------------------------------------------------------------------------------------- in the report
+
+
+def val_curve(run: Run) -> list[tuple[float, float]]:
+    return [(run.tokens_at(step), loss) for step, loss in run.series("val/loss")]
+
+
+def table_target(table: Table) -> float | None:
+    """The final val loss of the table's baseline group (its seeds' mean curve); None without one."""
+    return target_loss([val_curve(r) for r in table.baseline.runs]) if table.baseline else None
+
+
+def _tokens_text(tokens: float | None, reached_anything: bool) -> str:
+    from minigpt.compare.report import _si  # imported on use: report.py imports this module
+
+    return _si(tokens) if tokens is not None else ("not reached" if reached_anything else "-")
+
+
+def group_tokens(group: Group, table: Table) -> str:
+    """Tokens the group's mean val-loss curve needs to reach the baseline's final val loss."""
+    target, mean = table_target(table), mean_curve([val_curve(r) for r in group.runs])
+    if target is None or not mean:
+        return "-"
+    return _tokens_text(tokens_to_reach(mean, target), True)
+
+
+def group_ratio(group: Group, table: Table) -> str:
+    """Baseline tokens / group tokens to the target, with a bootstrap CI over both groups' seeds."""
+    if table.baseline is None:
+        return "-"
+    if group is table.baseline:  # 1 by definition; resampling it against itself would only show the target's noise
+        return "1.00x" if table_target(table) is not None else "-"
+    ratio = efficiency_ratio([val_curve(r) for r in table.baseline.runs], [val_curve(r) for r in group.runs])
+    return str(ratio) if ratio is not None and not math.isnan(ratio.ratio) else "-"
+
+
+def run_tokens(tables: list[Table]) -> dict[int, str]:
+    """id(run) -> the tokens each run (finished or not) needed to reach its table's target."""
+    cells = {}
+    for table in tables:
+        target = table_target(table)
+        for group in table.groups:
+            for run in group.all_runs:
+                curve = val_curve(run)
+                reached = tokens_to_reach(curve, target) if target is not None else None
+                cells[id(run)] = _tokens_text(reached, bool(curve)) if target is not None else "-"
+    return cells
+
+
+def note(table: Table) -> str | None:
+    target = table_target(table)
+    if target is None:
+        return None
+    return (f"tokens to target: tokens the group's mean val-loss curve (over its seeds) needed to reach the final "
+            f"val loss of the baseline group {table.baseline.label!r}, {target:.4f}, interpolated between evaluations; "
+            "tokens ratio: baseline tokens / group tokens (>1: fewer tokens than the baseline, 0.00x: never reached), "
+            "95% CI: percentile bootstrap over the seeds of both groups.")
