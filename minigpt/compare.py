@@ -89,6 +89,14 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
+def forecast_table(runs: list[Run]) -> str:
+    """The forecast each run recorded at its start against what it measured (minigpt/plan/calibration.py)."""
+    from minigpt.plan.calibration import forecast_rows
+
+    header, rows = forecast_rows(runs)
+    return markdown_table(header, rows) if rows else ""
+
+
 def write_report(runs: list[Run], out_dir: Path, source: str) -> tuple[str, list[Path]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     table = markdown_table(*table_rows(runs))
@@ -107,6 +115,9 @@ def write_report(runs: list[Run], out_dir: Path, source: str) -> tuple[str, list
     if total_cost:
         lines.append(f"Total cost: {total_cost:.2f} {'/'.join(sorted(u for u in units if u))}.")
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
+    calibration = forecast_table(runs)
+    if calibration:
+        lines += ["", "## Forecast vs measured", "", calibration]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return table, [report, *plots]
@@ -133,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path("outputs/compare") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     table, files = write_report(runs, out, args.wandb or " ".join(args.paths))
     print(table)
+    calibration = forecast_table(runs)
+    if calibration:
+        print("\nForecast vs measured (python -m minigpt.plan):\n" + calibration)
     print("\nwrote " + ", ".join(str(f) for f in files))
     return 0
 

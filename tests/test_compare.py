@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 import time
 
 import matplotlib.image
 
 from minigpt.compare import main as compare_main
+from minigpt.runs import find_run_dirs
 from tests.conftest import ROOT, SHARED_DATA, TINY, read_metrics, run_cli
 from tests.wandb_records import finished_run_records, run_record
 
@@ -14,9 +16,11 @@ ARCHS = ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
 
 
 def table_lines(text: str) -> list[list[str]]:
-    """Body rows of the markdown table printed by compare, as cell lists."""
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+    """Body rows of the first markdown table printed by compare (the runs; a forecast table may follow), as cell lists."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[start + 2:end]]
 
 
 def test_arch_ablation_tiny_sweep_runs_and_compares(tmp_path, capsys):
@@ -29,20 +33,21 @@ def test_arch_ablation_tiny_sweep_runs_and_compares(tmp_path, capsys):
         cwd=ROOT, env_extra={"WANDB_MODE": "offline"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert [p.name for p in runs] == [f"{i}_{a}_tiny" for i, a in enumerate(ARCHS)]
-    for run_dir in runs:
+    runs = find_run_dirs([sweep_dir])  # in the report's order
+    archs = [p.name.rsplit("_tiny-", 1)[0] for p in runs]  # job dirs: <arch>_<model>-<config hash>
+    assert sorted(archs) == ARCHS and all(re.fullmatch(r"[a-z0-9_]+_tiny-[0-9a-f]{8}", p.name) for p in runs)
+    for run_dir, arch in zip(runs, archs):
         assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [2, 4]
         # the W&B run is grouped by the sweep's name, its job type is the arch
         wb = run_record(finished_run_records(run_dir))
-        assert wb.run_group == "arch_ablation_tiny" and wb.job_type == run_dir.name.split("_", 1)[1][: -len("_tiny")]
+        assert wb.run_group == "arch_ablation_tiny" and wb.job_type == arch
 
     out = tmp_path / "report"
     assert compare_main([str(sweep_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     rows = table_lines(printed)
     assert "| HellaSwag harness acc_norm | HellaSwag llmc acc_norm |" in printed
-    assert [r[1] for r in rows] == ARCHS and all(r[-1] == "finished" for r in rows)
+    assert [r[1] for r in rows] == archs and all(r[-1] == "finished" for r in rows)
     for row, run_dir in zip(rows, runs):
         metrics = read_metrics(run_dir)
         final_val = [r["val/loss"] for r in metrics if "val/loss" in r][-1]
