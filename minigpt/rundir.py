@@ -50,7 +50,7 @@ NOT_HASHED = (
 )
 # Files a run writes into its directory; `train.rerun=true` moves them aside (`.hydra/` is Hydra's, rewritten anyway).
 RUN_FILES = ("metrics.jsonl", "run_summary.json", RUN_CONFIG_FILE, "wandb")
-RUN_FILE_GLOBS = ("ckpt_*.pt", ".ckpt_*.pt.tmp-*")
+RUN_FILE_GLOBS = ("ckpt_*.pt", "ckpt_*.pt.corrupt", ".ckpt_*.pt.tmp-*")
 
 
 # ---------------------------------------------------------------------------------------------- identity
@@ -186,8 +186,8 @@ def run_state(run_dir: str | os.PathLike, num_iterations: int, rerun: bool = Fal
     status, step = summary.get("status"), int(summary.get("step") or 0)
     if status == "finished" and step >= num_iterations:
         return RunState("finished", step)
-    if status == "failed":
-        return RunState("rerun_failed", ckpt_step, summary.get("error") or "")
+    if status in ("failed", "diverged"):
+        return RunState("rerun_failed", ckpt_step, summary.get("error") or status)
     alive = status == "running" and summary.get("host") == socket.gethostname() and _pid_alive(int(summary.get("pid", 0)))
     if alive and summary.get("pid") != os.getpid():
         return RunState("running", step)
