@@ -110,7 +110,7 @@ def write_report(runs: list[Run], out_dir: Path, source: str) -> tuple[str, list
         "",
         table,
         "",
-        "tokens/s and MFU are medians over logged steps; GPU-hours = wall time x GPUs; cost = GPU-hours x the cluster's rate.",
+        "tokens/s and MFU are medians over logged steps; GPU-hours = wall time x GPUs; cost = wall time x (nodes x the node rate + GPUs x the GPU rate).",
     ]
     if total_cost:
         lines.append(f"Total cost: {total_cost:.2f} {'/'.join(sorted(u for u in units if u))}.")
