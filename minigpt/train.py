@@ -8,6 +8,8 @@ config in .hydra/. A finished run is skipped, an unfinished one resumed.
 
 from __future__ import annotations
 
+import logging
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -15,6 +17,8 @@ from omegaconf import DictConfig
 import minigpt.config  # noqa: F401 - registers the typed schema (base_config) with Hydra
 from minigpt.config import to_config
 from minigpt.multirun import JobFailed, handle_failure
+
+log = logging.getLogger("minigpt")
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:

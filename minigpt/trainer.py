@@ -114,6 +114,8 @@ class Trainer:
         names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step", "train/tokens_per_s"]
         if self.peak_flops is not None:
             names.append("train/mfu")
+        if peak_memory_gb(self.device) is not None:
+            names.append("train/peak_mem_gb")
         return sorted(names + [name for task in self.tasks for name in task.metrics])
 
     # ------------------------------------------------------------------ steps

@@ -68,7 +68,10 @@ def test_tiny_ablation_with_seeds_ends_in_verdicts(tmp_path, capsys):
     printed = capsys.readouterr().out
     first = (out / "report.md").read_text()
     tables = markdown_tables(printed)
-    run_rows, group_rows, verdict_rows = tables
+    run_rows, forecast_rows, group_rows, verdict_rows = tables
+    # every run recorded the forecast made at its start; compare sets it against what the run measured
+    assert [r["run"] for r in forecast_rows] == [p.name for p in runs]
+    assert all(r["device"] == "cpu" and float(r["peak mem GiB forecast"]) > 0 for r in forecast_rows)
     assert [r["run"] for r in run_rows] == [p.name for p in runs] and [r["seed"] for r in run_rows] == ["1", "2"] * 2
     assert all(r["status"] == "finished" for r in run_rows)
     assert [(r["group"], r["n"]) for r in group_rows] == [("arch=gpt2 (baseline)", "2"), ("arch=rope", "2")]

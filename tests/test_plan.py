@@ -165,8 +165,8 @@ def test_plan_of_the_arch_ablation_on_grace_prints_every_job_and_writes_the_sbat
         os.chdir(ROOT)
     out = capsys.readouterr().out
     assert rc == 0
-    rows = [line.split() for line in out.splitlines() if line.endswith(" 1") and "_d12-" in line]
-    assert sorted(r[0].split("_d12-")[0] for r in rows[:4]) == ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
+    rows = [line.split() for line in out.splitlines() if line.endswith(" 1") and "_d12_s1337-" in line]
+    assert sorted(r[0].split("_d12_s1337-")[0] for r in rows[:4]) == ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
     assert all(r[1] == "new" and r[5] == "yes" for r in rows[:4])
     total = next(line for line in out.splitlines() if line.startswith("total (4 jobs)"))
     assert "20.97B" in total  # 4 x 524,288 x 10,000 tokens
