@@ -78,8 +78,8 @@ def test_objective_must_be_a_numeric_metric_of_the_run(tmp_path):
     message = str(info.value)
     assert "\n" not in message and message.startswith("train.objective=sample/text is not a metric this run logs")
     listed = message.split("choose one of ")[1].split(", ")
-    assert listed == ["train/grad_norm", "train/loss", "train/lr", "train/ms_per_step", "train/tokens",
-                      "train/tokens_per_s", "val/loss"]  # fmt: skip
+    assert listed == ["train/grad_norm", "train/loss", "train/lr", "train/ms_per_step", "train/peak_mem_gb",
+                      "train/tokens", "train/tokens_per_s", "val/loss"]  # fmt: skip (peak memory: RSS on CPU)
     assert not (tmp_path / "metrics.jsonl").exists()
     with pytest.raises(ConfigError, match="hellaswag/llmc/acc is not a metric"):  # no eval=hellaswag
         Trainer(tiny_config("train.objective=hellaswag/llmc/acc"), tmp_path)
