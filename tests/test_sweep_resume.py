@@ -37,7 +37,8 @@ def test_the_hash_is_what_the_run_computes_not_where_it_runs_or_logs():
     # hashes (and so the directories) of existing runs unchanged.
     ident = identity(tiny_config())
     assert ident["model"] == {"n_layer": 2, "n_embd": 64, "block_size": 64} and "cluster" not in ident
-    assert "optim" not in ident  # the adamw preset is the schema's default
+    # model=tiny brings optim=tiny: only where it differs from the schema's default (adamw, llm.c's recipe) counts
+    assert ident["optim"] == {"name": "tiny", "learning_rate": 3e-3, "warmup_iters": 20, "learning_rate_decay_frac": 0.1}
 
 
 def test_default_run_dirs_are_readable_and_stable():
@@ -49,7 +50,7 @@ def test_default_run_dirs_are_readable_and_stable():
     assert [j.run_dir.name.split("-")[0] for j in jobs] == ["gpt2_tiny", "rope_tiny"]
     sweep = compose_command([], multirun=True, config_dir=str(ROOT / "sweeps"), config_name="lr_sweep_tiny").jobs
     assert [j.run_dir.name.rsplit("-", 1)[0] for j in sweep] == [
-        "swiglu_gqa_rope_lr0.001", "swiglu_gqa_rope_lr0.003", "swiglu_gqa_rope_lr0.01"]
+        f"swiglu_gqa_rope_lr{lr}_s{seed}" for lr in ("0.001", "0.003", "0.01") for seed in (1, 2, 3)]
     assert {str(j.run_dir.parent) for j in sweep} == {"outputs/sweeps/lr_sweep_tiny"}
 
 

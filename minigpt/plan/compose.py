@@ -105,6 +105,7 @@ def compose_command(overrides: list[str], *, multirun: bool = False, config_name
     config_name = config_name or "config"
     overrides = list(overrides)
     hydra = Hydra.create_main_hydra2(task_name=detect_task_name(str(TRAIN_ENTRYPOINT), None), config_search_path=search_path)
+    saved_hydra_config = HydraConfig.instance().cfg  # _job_dir sets it; leave it as it was (a caller's run)
     try:
         mode = hydra.get_mode(config_name=config_name, overrides=overrides)
         if mode is None or (multirun and mode == RunMode.RUN):
@@ -119,6 +120,7 @@ def compose_command(overrides: list[str], *, multirun: bool = False, config_name
         return expand_sweep(config, hydra.config_loader, max_jobs)
     finally:
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = saved_hydra_config
 
 
 def task_config(job: Job) -> DictConfig:
