@@ -24,7 +24,7 @@ from minigpt.errors import ConfigError, RunFailure
 from minigpt.loggers import NullLogger, build_loggers
 from minigpt.model import GPT, validate_model_config
 from minigpt.optim import Schedule, build_optimizer, warmup_warning
-from minigpt.perf import device_name, mfu, peak_flops
+from minigpt.perf import device_name, mfu, peak_flops, peak_memory_gb
 from minigpt.resume import Checkpointer, last_logged, resume_trainer
 from minigpt.rng import get_rng_state, set_rng_state
 from minigpt.run_record import RunRecord
@@ -115,6 +115,8 @@ class Trainer:
         names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step", "train/tokens_per_s"]
         if self.peak_flops is not None:
             names.append("train/mfu")
+        if peak_memory_gb(self.device) is not None:
+            names.append("train/peak_mem_gb")
         return sorted(names + [name for task in self.tasks for name in task.metrics])
 
     # ------------------------------------------------------------------ steps
@@ -161,6 +163,9 @@ class Trainer:
         utilisation = mfu(self.flops_per_token, metrics["train/tokens_per_s"], self.peak_flops)
         if utilisation is not None:
             metrics["train/mfu"] = utilisation
+        peak_mem = peak_memory_gb(self.device)  # set against the forecast by minigpt.compare
+        if peak_mem is not None:
+            metrics["train/peak_mem_gb"] = peak_mem
         return metrics
 
     # ------------------------------------------------------------------ periodic tasks

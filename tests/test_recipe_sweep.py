@@ -28,7 +28,7 @@ def test_the_sweeps_list_every_arm():
     for sweep in ("recipe_ablation", "recipe_ablation_tiny"):
         params = OmegaConf.load(ROOT / "sweeps" / f"{sweep}.yaml").hydra.sweeper.params
         assert sorted(params.recipe.split(",")) == ARMS and params["train.seed"] == "1,2,3"
-        assert params.recipe.split(",")[0] == "gpt2_adamw"  # the first group is compare's default baseline
+        assert params.recipe.split(",")[0] == "gpt2_adamw"  # first to run and first by dir name: compare's default baseline
 
 
 @pytest.mark.parametrize("sweep", ["recipe_ablation", "recipe_ablation_tiny"])
@@ -68,11 +68,12 @@ def test_tiny_sweep_runs_and_compares_with_tokens_to_target(tmp_path, capsys):
                     "recipe=gpt2_adamw,modern_muon", "train.seed=1,2", "train.num_iterations=4",
                     "train.val_loss_every=2", "logger=none", f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert runs == ["0_gpt2_adamw_s1", "1_gpt2_adamw_s2", "2_modern_muon_s1", "3_modern_muon_s2"]
+    runs = sorted(p.name.rsplit("-", 1)[0] for p in sweep_dir.iterdir() if p.is_dir())  # <recipe>_s<seed>-<hash>
+    assert runs == ["gpt2_adamw_s1", "gpt2_adamw_s2", "modern_muon_s1", "modern_muon_s2"]
     assert compare_main([str(sweep_dir)]) == 0  # the first group (gpt2 + AdamW) is the baseline
     out = capsys.readouterr().out
-    run_rows, group_rows = markdown_tables(out)[:2]
+    tables = markdown_tables(out)  # runs, forecast vs measured, groups, verdicts
+    run_rows, group_rows = tables[0], next(t for t in tables if t and "n" in t[0])
     assert all(r["tokens to target"] not in ("", "-") for r in run_rows)
     assert [(g["group"], g["n"]) for g in group_rows] == [  # two seeds per group
         ("arch=gpt2 optim=adamw (baseline)", "2"), ("arch=modern_muon optim=muon", "2")]
