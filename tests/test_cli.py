@@ -5,7 +5,7 @@ import pytest
 from tests.conftest import ROOT, run_cli
 
 BAD_INPUT = {
-    "prepare": (["minigpt.prepare", "data=fineweb_edu_10b"], "data.path is not set"),
+    "prepare": (["minigpt.prepare", "data=fineweb_edu_10b", "data.prepare.sorce=x"], "data.prepare.sorce"),
     "eval": (["minigpt.eval", "/no/such/run"], "/no/such/run"),
     "compare": (["minigpt.compare", "/no/such/sweep"], "/no/such/sweep"),
     "plan": (["minigpt.plan", "model.n_head=5"], "model.n_head=5"),
