@@ -65,12 +65,6 @@ def test_every_arch_trains_and_checkpoints(tmp_path, arch):
     assert model(idx)[0].shape == (1, 12, 50257)
 
 
-def test_bf16_autocast_trains(tmp_path):
-    cfg = tiny_config(*FAST, "train.dtype=bfloat16", "train.num_iterations=4", "train.val_loss_every=0")
-    final = Trainer(cfg, tmp_path).fit()
-    assert math.isfinite(final["train/loss"]) and math.isfinite(final["val/loss"])
-
-
 @pytest.mark.parametrize(
     "overrides,match",
     [
