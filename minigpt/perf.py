@@ -126,9 +126,9 @@ class GarbageCollection:
     def __enter__(self) -> "GarbageCollection":
         if self.every > 0:
             self._was_enabled = gc.isenabled()
+            gc.disable()
             gc.collect()
             gc.freeze()
-            gc.disable()
         return self
 
     def step(self, step: int) -> None:
