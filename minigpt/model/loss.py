@@ -63,12 +63,15 @@ def _chunk_loss(x_c, y_c, weight, vocab_size, softcap, want_grad: bool):
         z[:, vocab_size:] = float("-inf")  # padded ids: probability 0, gradient 0
     valid = y_c != IGNORE_INDEX
     safe = torch.where(valid, y_c, 0)
-    lse = torch.logsumexp(z, dim=-1)
     target = z.gather(1, safe[:, None]).squeeze(1)
+    # log-sum-exp and softmax in place over the one fp32 buffer (torch.logsumexp would allocate another)
+    top = z.amax(dim=-1, keepdim=True)
+    total = z.sub_(top).exp_().sum(dim=-1, keepdim=True)
+    lse = (top + total.log()).squeeze(1)
     loss_sum = torch.where(valid, lse - target, 0.0).sum()
     if not want_grad:
         return loss_sum, None
-    g = z.sub_(lse[:, None]).exp_()  # softmax, in place over the fp32 logits
+    g = z.div_(total)  # softmax
     g.scatter_add_(1, safe[:, None], torch.full_like(target[:, None], -1.0))
     g.mul_(valid[:, None])
     if softcap:
