@@ -97,6 +97,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_x[start:start + rows] = g @ weight  # autocast runs these two in the matmul dtype
             if want_w:
                 grad_w += (g.t() @ x_c).float()
+            del g  # this chunk's logits buffer goes before the next chunk's is allocated
         inv = 1.0 / n_valid
         if want_x:
             grad_x.mul_(inv.to(grad_x.dtype))
