@@ -12,7 +12,8 @@ Activations are counted per token, term by term, for what autograd keeps here (c
 normalised input, rstd); every linear keeps its input (a 16-bit copy under autocast); attention keeps
 q, k, v (views of the qkv projection's output, so all of it), the output and a log-sum-exp per head
 (SDPA's flash kernels: no T x T scores); RoPE keeps the rotated q and k; GELU its input and output,
-SwiGLU gate, silu(gate), up and their product. The residual stream and norms stay float32 under
+SwiGLU gate, silu(gate), up and their product (and, under autocast, one 16-bit copy of its
+input for each of its two input projections). The residual stream and norms stay float32 under
 autocast. A compiled step (torch.compile fuses and recomputes elementwise ops) needs less: the estimate
 is an upper bound there. tests/test_memory.py compares it with the peak torch's MemTracker measures on
 CPU (eager, float32 and bf16 autocast, all four arch presets).
@@ -72,8 +73,8 @@ def activation_bytes_per_token(arch: ArchConfig, model: ModelConfig, half: bool)
     attn = a * h + a * (h + 2 * kv) + a * h + FP32 * model.n_head  # input, qkv, output, log-sum-exp
     if arch.pos_encoding == PosEncoding.rope:
         attn += a * (h + kv)  # rotated q and k
-    if arch.mlp == MLPKind.swiglu:
-        mlp = a * h + 4 * a * swiglu_hidden_size(h)
+    if arch.mlp == MLPKind.swiglu:  # gate and up read the same input: autocast casts it once for each
+        mlp = (2 if half else 1) * a * h + 4 * a * swiglu_hidden_size(h)
     else:
         mlp = a * h + 2 * a * 4 * h
     return model.n_layer * (2 * norm + attn + mlp) + norm + INT64
@@ -99,14 +100,15 @@ def estimate_memory(cfg: Config, device_type: str = "cuda", world_size: int = 1)
     grads = FP32 * params
     activations = activation_bytes_per_token(arch, model, half) * tokens + (HALF * body_linear if half else 0)
 
-    # The lean loss: grad_x (float32 hidden states) and grad_w held from its forward to its backward, one chunk
-    # of float32 logits (softmax computed in place), and the largest matmul temporary next to it.
+    # The lean loss: its input (the float32 final-norm output), grad_x and grad_w (held from its forward to its
+    # backward), one chunk of float32 logits (softmax computed in place) and the largest temporary next to it.
     rows = chunk_rows(tokens, head_rows, CHUNK_ELEMENTS)
-    held = FP32 * tokens * h + FP32 * head_rows * h
-    if half:  # 16-bit copy of the chunk's softmax and of the weight for its matmuls / the 16-bit weight gradient
-        chunk = max(rows * head_rows * (FP32 + HALF) + HALF * head_rows * h, rows * head_rows * FP32 + 3 * HALF * head_rows * h)
-    else:
-        chunk = rows * head_rows * FP32 + FP32 * head_rows * h
+    held = 2 * FP32 * tokens * h + FP32 * head_rows * h
+    softmax = rows * head_rows * FP32
+    if half:  # 16-bit copies of the softmax and the weight for the matmuls, their outputs, the weight gradient cast
+        chunk = softmax + max(rows * head_rows * HALF + HALF * (head_rows + rows) * h, (HALF + FP32) * head_rows * h)
+    else:  # the larger matmul output next to the softmax: this chunk's grad_x rows or its grad_w
+        chunk = softmax + FP32 * max(rows, head_rows) * h
     loss = held + chunk
 
     earlier_grads = grads if grad_accum > 1 else 0

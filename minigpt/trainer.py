@@ -28,6 +28,7 @@ from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
 from minigpt.divergence import DivergenceGuard
 from minigpt.errors import ConfigError, RunFailure
 from minigpt.loggers import NullLogger, build_loggers
+from minigpt.memory import estimate_memory
 from minigpt.model import GPT, validate_model_config
 from minigpt.optim import build_optimizer, lr_at
 from minigpt.perf import GarbageCollection, StepClock, device_name, mfu, peak_flops, peak_flops_hint, peak_memory_gb
@@ -255,7 +256,8 @@ class Trainer:
             f"(non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
             f"FLOPs/token {self.flops_per_token / 1e6:.1f}M | device {self.device} "
             f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum}"
-            f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage})"
+            f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage}) | "
+            f"est. peak memory {estimate_memory(self.cfg, self.device.type, self.dist.world_size).peak / 2**30:.2f} GiB"
         )
 
     def fit(self) -> dict:

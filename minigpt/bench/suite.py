@@ -110,11 +110,13 @@ def bench_arch(arch: str, overrides: list[str], args, run_dir: str) -> tuple[dic
     t0 = time.perf_counter()
     r = measure(trainer, args.steps, args.warmup)  # warm-up steps include the compilation
     breaks, graphs, reasons = _graph_counters()
+    from minigpt.memory import estimate_memory
     from minigpt.perf import peak_memory_gb
 
     row = {"arch": arch, "params_M": trainer.raw_model.num_params() / 1e6, "batch_size": batch,
            "seq_len": trainer.seq_len, "tokens_per_s": r["tokens_per_s_per_device"], "mfu": r["mfu"],
            "ms_per_step": r["ms_per_step"], "peak_mem_gb": peak_memory_gb(trainer.device),
+           "estimate_gb": estimate_memory(trainer.cfg, trainer.device.type).peak / 2**30,
            "graph_breaks": breaks, "graphs": graphs, "break_reasons": reasons, "flash": flash_ok(trainer),
            "wall_s": time.perf_counter() - t0}
     return row, trainer
@@ -153,7 +155,7 @@ def _fmt(row: dict) -> str:
     mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "n/a"
     flash = {True: "yes", False: "no", None: "n/a"}[row["flash"]]
     return (f"| {row['arch']} | {row['batch_size']} x {row['seq_len']} | {row['tokens_per_s']:,.0f} | {mfu} | "
-            f"{row['peak_mem_gb']:.1f} | {row['graph_breaks']} | {row['graphs']} | {flash} |")
+            f"{row['peak_mem_gb']:.1f} | {row['estimate_gb']:.1f} | {row['graph_breaks']} | {row['graphs']} | {flash} |")
 
 
 def run_suite(args, overrides: list[str]) -> dict:
@@ -174,8 +176,8 @@ def run_suite(args, overrides: list[str]) -> dict:
             _free(device)
         print(f"suite | {results['device']} | torch {results['torch']} (CUDA {results['cuda']}) | "
               f"{args.steps} timed steps after {args.warmup} warm-up")
-        print("| arch | micro-batch | tokens/s | MFU | peak GiB | graph breaks | graphs | flash |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| arch | micro-batch | tokens/s | MFU | peak GiB | est. GiB (eager) | graph breaks | graphs | flash |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for row in results["rows"]:
             print(_fmt(row))
             for reason in row.get("break_reasons", []):
