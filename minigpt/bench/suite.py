@@ -7,6 +7,10 @@ tokens/s, MFU, peak memory, graph breaks and compiled graphs. Then the nanoGPT-s
 against our gpt2 row in the same process (alternating rounds, the largest batch both fit), and
 HellaSwag examples/s of the batched evaluator with the same d12 model. Overrides go after the suite's
 defaults, so the same code runs shrunk on CPU in the tests (tests/test_perf.py).
+
+Throughput does not depend on what the tokens say, so the suite trains on random-token shards and
+scores HellaSwag-shaped synthetic examples with a word-level tokenizer: it needs no dataset, no BPE
+files and no network (`data=...` overrides still pick a real corpus).
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ from pathlib import Path
 
 import torch
 
-from minigpt.bench.throughput import build_reference, compare_reference, measure, time_steps
+import numpy as np
+
 from minigpt.bench.reference import train_step as reference_step
+from minigpt.bench.throughput import build_reference, compare_reference, measure, time_steps
+from minigpt.data.shards import write_shard
 
 ARCHS = ("gpt2", "rope", "rope_gqa", "swiglu_gqa_rope")
 DEFAULTS = ["model=d12", "train.sequence_length=1024", "train.dtype=bfloat16", "train.compile=true", "optim.fused=true",
@@ -44,11 +51,21 @@ def _fits(step, device: torch.device) -> bool:
         return False
 
 
+def random_shards(folder: Path, tokens: int = 2**21, vocab: int = 50257) -> list[str]:
+    """A train and a val llm.c shard of uniformly random tokens; the overrides that train on them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("val_000000.bin", "train_000001.bin"):
+        if not (folder / name).exists():  # written once per suite run
+            write_shard(folder / name, rng.integers(0, vocab, tokens, dtype=np.int64))
+    return ["data=shards", f"data.path={folder}"]
+
+
 def _trainer(overrides: list[str], run_dir: str):
     from minigpt.config import compose_typed
     from minigpt.trainer import Trainer
 
-    return Trainer(compose_typed([*DEFAULTS, *overrides]), run_dir)
+    return Trainer(compose_typed([*DEFAULTS, *random_shards(Path(run_dir) / "shards"), *overrides]), run_dir)
 
 
 def largest_batch(overrides: list[str], candidates: list[int], run_dir: str, reference: bool = False) -> int | None:
@@ -122,11 +139,18 @@ def bench_arch(arch: str, overrides: list[str], args, run_dir: str) -> tuple[dic
     return row, trainer
 
 
+WORDS = ("the a man woman dog ball water he she is are runs jumps holds then camera shows people "
+         "slowly quickly into onto over under while after before kitchen field street table door").split()
+
+
+def word_ids(text: str) -> list[int]:
+    """A word-level tokenizer for the synthetic examples (one id per word, as GPT-2 BPE gives common words)."""
+    return [1000 + WORDS.index(w) for w in text.split()]
+
+
 def synthetic_hellaswag(n: int, seed: int = 0) -> list[dict]:
-    """HellaSwag-shaped examples (a ~30-word context, four ~15-word endings) for throughput only."""
-    words = ("the a man woman dog ball water he she is are runs jumps holds then camera shows people "
-             "slowly quickly into onto over under while after before kitchen field street table door").split()
-    rng = random.Random(seed)
+    """HellaSwag-shaped examples (a 20-40 word context, four 8-22 word endings) for throughput only."""
+    words, rng = WORDS, random.Random(seed)
 
     def text(k):
         return " ".join(rng.choice(words) for _ in range(k))
@@ -140,7 +164,8 @@ def hellaswag_rate(trainer, examples: list[dict], batch_size: int, rounds: int =
     from minigpt.eval.hellaswag import score_hellaswag
 
     model, dtype = trainer.raw_model.eval(), trainer.cfg.train.dtype.value
-    score = lambda ex: score_hellaswag(model, ex, "llmc", batch_size=batch_size, device=trainer.device, dtype=dtype)  # noqa: E731
+    score = lambda ex: score_hellaswag(model, ex, "llmc", batch_size=batch_size, device=trainer.device,  # noqa: E731
+                                       dtype=dtype, encode=word_ids)
     score(examples[: min(8, len(examples))])  # warm-up (tokenizer, kernels)
     times = []
     for _ in range(rounds):
