@@ -3,7 +3,7 @@
 `estimate_memory(cfg)` adds up what an eager training step holds at its two candidate peaks:
 - the end of the forward pass, inside the lean loss (minigpt/model/loss.py): weights, AdamW state,
   gradients of earlier micro-steps, every activation autograd saved, the loss's own gradients and
-  one chunk of logits with its softmax and matmul temporaries;
+  one chunk of logits with its softmax and matmul temporaries (and autocast's 16-bit head weight);
 - the end of the backward pass: weights, AdamW state, all gradients and the tied embedding's second
   gradient (the lookup's and the head's are summed).
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from minigpt.config import ArchConfig, Config, MLPKind, ModelConfig, Norm, PosEncoding
 from minigpt.model.components import resolve_kv_heads, swiglu_hidden_size
-from minigpt.model.loss import CHUNK_ELEMENTS, PADDED_HEAD_DEVICES, chunk_rows
+from minigpt.model.loss import CHUNK_ELEMENTS, chunk_rows
 
 FP32, HALF, INT64 = 4, 2, 8
 GIB = 2**30
@@ -80,8 +80,8 @@ def activation_bytes_per_token(arch: ArchConfig, model: ModelConfig, half: bool)
     return model.n_layer * (2 * norm + attn + mlp) + norm + INT64
 
 
-def estimate_memory(cfg: Config, device_type: str = "cuda", world_size: int = 1) -> MemoryEstimate:
-    """Peak bytes of one training step of `cfg` on one device of `device_type` (eager; compiled needs less)."""
+def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
+    """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less)."""
     from minigpt.trainer import validate_train_config
 
     arch, model, tc = cfg.arch, cfg.model, cfg.train
@@ -89,7 +89,7 @@ def estimate_memory(cfg: Config, device_type: str = "cuda", world_size: int = 1)
     half = str(getattr(tc.dtype, "value", tc.dtype)) in ("bfloat16", "float16")
     params, body_linear, vp = param_counts(arch, model)
     h, tokens = model.n_embd, tc.batch_size * (tc.sequence_length or model.block_size)
-    head_rows = vp if device_type in PADDED_HEAD_DEVICES else model.vocab_size
+    head_rows = vp  # the loss multiplies the padded head on every device
 
     weights = FP32 * params
     if arch.pos_encoding == PosEncoding.rope:
@@ -105,8 +105,9 @@ def estimate_memory(cfg: Config, device_type: str = "cuda", world_size: int = 1)
     rows = chunk_rows(tokens, head_rows, CHUNK_ELEMENTS)
     held = 2 * FP32 * tokens * h + FP32 * head_rows * h
     softmax = rows * head_rows * FP32
-    if half:  # 16-bit copies of the softmax and the weight for the matmuls, their outputs, the weight gradient cast
-        chunk = softmax + max(rows * head_rows * HALF + HALF * (head_rows + rows) * h, (HALF + FP32) * head_rows * h)
+    if half:  # autocast's cached 16-bit head weight; 16-bit copies of softmax and inputs, matmul outputs, casts
+        chunk = softmax + HALF * head_rows * h + max(rows * head_rows * HALF + HALF * (head_rows + rows) * h,
+                                                     (HALF + FP32) * head_rows * h)
     else:  # the larger matmul output next to the softmax: this chunk's grad_x rows or its grad_w
         chunk = softmax + FP32 * max(rows, head_rows) * h
     loss = held + chunk

@@ -257,7 +257,7 @@ class Trainer:
             f"FLOPs/token {self.flops_per_token / 1e6:.1f}M | device {self.device} "
             f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum}"
             f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage}) | "
-            f"est. peak memory {estimate_memory(self.cfg, self.device.type, self.dist.world_size).peak / 2**30:.2f} GiB"
+            f"est. peak memory {estimate_memory(self.cfg, self.dist.world_size).peak / 2**30:.2f} GiB"
         )
 
     def fit(self) -> dict:

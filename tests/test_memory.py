@@ -52,7 +52,7 @@ def test_estimate_matches_measured_peak_on_cpu(arch, dtype):
     for shape, extra in ((LOSS_BOUND, []), (BODY_BOUND, ["train.total_batch_size=4096"])):  # the latter: 2 micro-steps
         cfg = tiny_config(f"arch={arch}", f"train.dtype={dtype}", *shape, *extra)
         assert param_counts(cfg.arch, cfg.model)[0] == GPT(cfg.arch, cfg.model).num_params()
-        estimate, measured = estimate_memory(cfg, "cpu").peak, measured_peak(cfg)
+        estimate, measured = estimate_memory(cfg).peak, measured_peak(cfg)
         assert estimate == pytest.approx(measured, rel=TOLERANCE), (shape[1], estimate / 2**20, measured / 2**20)
 
 
@@ -64,6 +64,6 @@ def test_gpt2_124m_recipe_fits_a_40gb_a100():
     cfg = compose_typed(["experiment=gpt2_124m_fineweb_edu"])
     assert cfg.train.batch_size == 64
     for world_size in (1, 8):
-        estimate = estimate_memory(cfg, "cuda", world_size=world_size)
+        estimate = estimate_memory(cfg, world_size=world_size)
         assert estimate.peak < 36 * GIB  # 40 GB cards hold 40 GiB; room for the CUDA context and fragmentation
         assert estimate.loss < 1 * GIB < estimate.activations

@@ -2,11 +2,12 @@
 
     python -m minigpt.bench.head [--device cpu|cuda] [--dtype float32|bfloat16] [--tokens 4096] [--n-embd 768]
 
-Times forward + backward of the head and loss on the same random hidden states, in interleaved rounds
-(best of each), for: the plain loss (whole logits, fp32 copy) and the lean chunked loss
-(minigpt/model/loss.py), each multiplying the real vocabulary's rows or all padded rows (then
-slicing / masking the padding), and the logits-only head both ways (what evaluation uses). On CUDA it
-also prints each variant's peak memory. `PADDED_HEAD_DEVICES` in minigpt/model/loss.py records the choice.
+Times the head and loss on the same random hidden states, in interleaved rounds (best of each), for:
+the plain loss (whole logits, fp32 copy) and the lean chunked loss (minigpt/model/loss.py), forward +
+backward, each multiplying the real vocabulary's rows or all padded rows (then slicing / masking the
+padding); and evaluation's use of the head (forward only: logits, log-softmax, the targets' log-probs,
+as minigpt/eval/scoring.py does) both ways. On CUDA it also prints each variant's peak memory.
+`PADDED_HEAD_DEVICES` in minigpt/model/loss.py records the choice.
 """
 
 from __future__ import annotations
@@ -24,16 +25,20 @@ def variants(vocab: int):
     def loss(fn, padded):
         return lambda x, w, y: fn(x, head_weight(w, vocab, padded), y, vocab)
 
-    def logits(padded):
-        return lambda x, w, y: logits_from(x, head_weight(w, vocab, padded), vocab).float().sum()
+    def scored(padded):
+        @torch.no_grad()
+        def run(x, w, y):
+            logprobs = torch.log_softmax(logits_from(x, head_weight(w, vocab, padded), vocab).float(), dim=-1)
+            return logprobs.gather(-1, y[:, None])
+        return run
 
     return {
         "plain loss, real rows": loss(plain_cross_entropy, False),
         "plain loss, padded rows": loss(plain_cross_entropy, True),
         "lean loss, real rows": loss(linear_cross_entropy, False),
         "lean loss, padded rows": loss(linear_cross_entropy, True),
-        "logits only, real rows": logits(False),
-        "logits only, padded rows": logits(True),
+        "eval log-probs, real rows": scored(False),
+        "eval log-probs, padded rows": scored(True),
     }
 
 
@@ -62,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
         x.grad = w.grad = None
         with autocast_context(device, args.dtype):
             out = fn(x, w, y)
-        out.backward()
+        if out.requires_grad:
+            out.backward()
 
     def sync():
         if cuda:

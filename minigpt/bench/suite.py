@@ -133,7 +133,7 @@ def bench_arch(arch: str, overrides: list[str], args, run_dir: str) -> tuple[dic
     row = {"arch": arch, "params_M": trainer.raw_model.num_params() / 1e6, "batch_size": batch,
            "seq_len": trainer.seq_len, "tokens_per_s": r["tokens_per_s_per_device"], "mfu": r["mfu"],
            "ms_per_step": r["ms_per_step"], "peak_mem_gb": peak_memory_gb(trainer.device),
-           "estimate_gb": estimate_memory(trainer.cfg, trainer.device.type).peak / 2**30,
+           "estimate_gb": estimate_memory(trainer.cfg).peak / 2**30,
            "graph_breaks": breaks, "graphs": graphs, "break_reasons": reasons, "flash": flash_ok(trainer),
            "wall_s": time.perf_counter() - t0}
     return row, trainer

@@ -105,7 +105,8 @@ class GPT(nn.Module):
         x = self.body(idx)
         if targets is None:
             return self.head(x), None
-        return None, linear_cross_entropy(x, self._head_weight(), targets, self.vocab_size)
+        # all padded rows on every device (aligned matmuls; the padding gets -inf logits inside the loss)
+        return None, linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size)
 
     def body(self, idx: torch.Tensor) -> torch.Tensor:
         """Everything but the LM head: the final-norm hidden states (B, T, n_embd).
@@ -123,11 +124,10 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
-        """Hidden states -> logits over the real vocabulary (padded ids never get probability mass)."""
-        return logits_from(x, self._head_weight(), self.vocab_size)
+        """Hidden states -> logits over the real vocabulary (padded ids never get probability mass).
 
-    def _head_weight(self) -> torch.Tensor:
-        return head_weight(self.lm_head.weight, self.vocab_size)  # padded rows on GPU, real rows on CPU
+        Multiplies the padded rows on GPU (then slices), the real rows on CPU (see minigpt/model/loss.py)."""
+        return logits_from(x, head_weight(self.lm_head.weight, self.vocab_size), self.vocab_size)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights once). non_embedding drops token and position tables."""

@@ -8,11 +8,13 @@ loss with respect to the hidden states and the head weight right away (the softm
 target, times the weight or the inputs), so backward only scales the stored gradients. Same matmuls
 as the plain path, about 1% of the logits memory (Liger-Kernel's fused linear cross-entropy, in torch).
 
-`head_weight` picks the head's rows per device. GPU kernels want the padded row count (50,304 is a
-multiple of 128; 50,257 bf16 rows are not even 16-byte aligned), so on CUDA the padded weight is
-multiplied and the padded logits sliced off (or set to -inf inside the loss). On CPU multiplying
-only the real rows is faster (it keeps the logits contiguous; `python -m minigpt.bench.head` measures
-both side by side).
+Which rows of the head to multiply. GPU kernels want the padded row count (50,304 is a multiple of
+128; 50,257 bf16 rows are not even 16-byte aligned), so the padded weight is multiplied and the padded
+logits are set to -inf inside the loss or sliced off the returned logits. The loss does that on every
+device: on CPU too the padded multiply measured faster (`python -m minigpt.bench.head`: 13-16% at widths
+128 and 768). For returned logits (evaluation, sampling) `head_weight` picks per device: CUDA the padded
+rows, CPU the real ones, which keeps the logits contiguous for the log-softmax that follows (10% faster
+at width 128, the size CPU runs use; see the README for both measurements).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Devices whose kernels prefer the padded head (the rest multiply the real vocabulary's rows only).
+# Devices whose returned logits come from the padded head (the rest multiply the real vocabulary's rows).
 PADDED_HEAD_DEVICES = {"cuda"}
 # Logits per chunk of the lean loss: 2^25 (~1/8 GB in fp32), 660 rows of GPT-2's vocabulary.
 CHUNK_ELEMENTS = 2 ** 25
@@ -28,7 +30,7 @@ IGNORE_INDEX = -1
 
 
 def head_weight(weight: torch.Tensor, vocab_size: int, padded: bool | None = None) -> torch.Tensor:
-    """The head weight to multiply: all padded rows (GPU) or the real vocabulary's rows (CPU)."""
+    """The head weight to multiply for logits: all padded rows (GPU) or the real vocabulary's rows (CPU)."""
     if padded is None:
         padded = weight.device.type in PADDED_HEAD_DEVICES
     return weight if padded else weight[:vocab_size]
