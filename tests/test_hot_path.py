@@ -101,6 +101,33 @@ def test_no_host_sync_between_log_steps_and_signals_still_checkpoint(tmp_path):
     assert gc.isenabled() and gc.get_freeze_count() == 0  # restored after the run
 
 
+def test_a_nonfinite_step_between_log_steps_is_named_and_never_checkpointed(tmp_path):
+    """log_every=4: the loss goes NaN at step 2 (no sync there), a SIGUSR1 arrives during step 3. The signal
+    makes step 3 read the device, the divergence guard stops the run naming step 2, and nothing is saved."""
+    from minigpt.divergence import Diverged
+    from tests.test_run_safety import poison
+
+    cfg = tiny_config("train.num_iterations=8", "train.log_every=4", "train.val_loss_every=0", "train.sample_every=0",
+                      "train.checkpoint_every=4")
+    trainer = Trainer(cfg, tmp_path)
+    poison(trainer, {2})
+    counter, per_step = HostSyncCounter(), {}
+    step = trainer.train_step
+
+    def counted_step():
+        per_step[trainer.step] = counter.count
+        if trainer.step == 2:
+            os.kill(os.getpid(), signal.SIGUSR1)  # lands while step 3 runs
+        return step()
+
+    trainer.train_step = counted_step
+    with counter, pytest.raises(Diverged, match="training diverged at step 2: loss nan"):
+        trainer.fit()
+    assert per_step == {0: 0, 1: 0, 2: 0}  # steps 1 and 2 (the bad one) never waited for the device
+    assert trainer.step == 3 and list_checkpoints(tmp_path) == []
+    assert not [r for r in read_metrics(tmp_path) if "train/loss" in r]
+
+
 def test_logged_rows_carry_mean_step_time_and_peak_memory(tmp_path):
     cfg = tiny_config("train.num_iterations=4", "train.log_every=2", "train.val_loss_every=0", "train.sample_every=0",
                       "train.peak_flops=1e12")
