@@ -110,8 +110,6 @@ class Trainer:
         self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len * self.dist.world_size
         self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
         self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
-        if self.peak_flops is None:
-            log.info(peak_flops_hint(device_name(self.device), tc.dtype.value))
         self.clock = StepClock()
         self.tasks = [
             PeriodicTask("val", tc.val_loss_every, Trainer.validate),
@@ -282,6 +280,8 @@ class Trainer:
         log.info(self.describe())
         if warning := slow_dtype_warning(self.device, tc.dtype):
             log.warning(warning)
+        if self.peak_flops is None and self.device.type == "cuda":  # a GPU missing from the table (CPUs have no MFU)
+            log.info(peak_flops_hint(device_name(self.device), tc.dtype.value))
         final: dict = {}
         checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints,
                                    on_save=lambda: record.checkpointed(self.step), distributed=self.dist.enabled).install()

@@ -184,39 +184,50 @@ def _fmt(row: dict) -> str:
 
 
 def run_suite(args, overrides: list[str]) -> dict:
+    """Rows are printed (and the JSON rewritten) as each is measured, so a run cut short keeps what it got."""
     from minigpt.perf import device_name
 
-    results: dict = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": "?", "rows": []}
+    results: dict = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": None, "rows": []}
+
+    def emit(row: dict, device: torch.device | None) -> None:
+        if not results["rows"]:  # the first row brings the header
+            results["device"] = device_name(device) if device is not None else "?"
+            print(f"suite | {results['device']} | torch {results['torch']} (CUDA {results['cuda']}) | "
+                  f"{args.steps} timed steps after {args.warmup} warm-up", flush=True)
+            print("| arch | micro-batch | tokens/s | MFU | peak GiB | est. GiB (eager) | graph breaks | graphs | flash |")
+            print("|---|---|---|---|---|---|---|---|---|")
+        results["rows"].append(row)
+        print(_fmt(row), flush=True)
+        for reason in row.get("break_reasons", []):
+            print(f"  graph break in {row['arch']}: {reason}", flush=True)
+        save()
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
     with tempfile.TemporaryDirectory() as run_dir:
         gpt2_trainer = None
         for arch in args.archs:
             row, trainer = bench_arch(arch, overrides, args, run_dir)
-            results["rows"].append(row)
+            emit(row, trainer.device if trainer is not None else None)
             if trainer is None:
                 continue
-            results["device"], device = device_name(trainer.device), trainer.device
+            device = trainer.device
             if arch == "gpt2":
                 gpt2_trainer = trainer  # kept for the reference and HellaSwag
             del trainer
             _free(device)
-        print(f"suite | {results['device']} | torch {results['torch']} (CUDA {results['cuda']}) | "
-              f"{args.steps} timed steps after {args.warmup} warm-up")
-        print("| arch | micro-batch | tokens/s | MFU | peak GiB | est. GiB (eager) | graph breaks | graphs | flash |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for row in results["rows"]:
-            print(_fmt(row))
-            for reason in row.get("break_reasons", []):
-                print(f"  graph break in {row['arch']}: {reason}")
         if gpt2_trainer is not None:
             results.update(_reference(gpt2_trainer, overrides, args, run_dir))
+            save()
             n = args.hellaswag_examples
-            examples = synthetic_hellaswag(n)
-            results["hellaswag_examples_per_s"] = hellaswag_rate(gpt2_trainer, examples, args.hellaswag_batch_size)
-            print(f"hellaswag | gpt2 {gpt2_trainer.cfg.model.name} {gpt2_trainer.cfg.train.dtype.value}, batched evaluator (llmc), "
-                  f"{n} HellaSwag-shaped examples, {args.hellaswag_batch_size} rows per forward | "
-                  f"{results['hellaswag_examples_per_s']:,.0f} examples/s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+            results["hellaswag_examples_per_s"] = hellaswag_rate(gpt2_trainer, synthetic_hellaswag(n),
+                                                                 args.hellaswag_batch_size)
+            print(f"hellaswag | gpt2 {gpt2_trainer.cfg.model.name} {gpt2_trainer.cfg.train.dtype.value}, batched "
+                  f"evaluator (llmc), {n} HellaSwag-shaped examples, {args.hellaswag_batch_size} rows per forward | "
+                  f"{results['hellaswag_examples_per_s']:,.0f} examples/s", flush=True)
+            save()
     return results
 
 
@@ -232,6 +243,7 @@ def _reference(trainer, overrides: list[str], args, run_dir: str) -> dict:
         torch._dynamo.reset()
         trainer = _trainer(["arch=gpt2", *overrides, f"train.batch_size={ref_batch}"], run_dir)
     c = compare_reference(trainer, args.steps, args.warmup, args.rounds)
-    print(f"reference | gpt2 {trainer.cfg.model.name}, micro-batch {ref_batch} | ours {c['ours_tokens_per_s']:,.0f} tok/s | nanoGPT-style "
-          f"{c['reference_tokens_per_s']:,.0f} tok/s | ratio {c['ratio']:.3f}x (median of {args.rounds} rounds)")
+    print(f"reference | gpt2 {trainer.cfg.model.name}, micro-batch {ref_batch} | ours {c['ours_tokens_per_s']:,.0f} "
+          f"tok/s | nanoGPT-style {c['reference_tokens_per_s']:,.0f} tok/s | ratio {c['ratio']:.3f}x "
+          f"(median of {args.rounds} rounds)", flush=True)
     return {"reference": {"batch_size": ref_batch, **c}}
