@@ -125,7 +125,9 @@ class TrainConfig:
     val_max_steps: int = 10  # validation batches per evaluation
     sample_every: int = 100  # 0 disables; a sample is also generated at the end
     sample_tokens: int = 48
-    seed: int = 1337
+    seed: int = 1337  # the one knob: sets both seeds below unless they are given
+    init_seed: Optional[int] = None  # weight initialisation (and torch/numpy/python RNGs); None: seed
+    data_seed: Optional[int] = None  # order of the training batches; None: seed
     device: str = "auto"  # auto: cuda, then mps, then cpu
     compile: bool = False
     log_every: int = 1  # also how often the host reads the device (loss, norm, stop signals under DDP)
@@ -139,6 +141,15 @@ class TrainConfig:
     peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
     objective: Optional[str] = None  # a final metric (e.g. val/loss) that the job returns, for Optuna sweeps
 
+    # Separate seeds let a sweep tell initialisation noise from data-order noise; `seed` alone sets both.
+    @property
+    def effective_init_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
+
+    @property
+    def effective_data_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
 
 @dataclass
 class LoggerConfig:
@@ -148,7 +159,7 @@ class LoggerConfig:
     project: str = "minigpt"
     entity: Optional[str] = None  # W&B team or user; None: the API key's default entity
     group: Optional[str] = None  # None: the sweep's name under --multirun, else `experiment`
-    job_type: Optional[str] = None  # None: the arch preset's name
+    job_type: Optional[str] = None  # None: the run's overrides without seeds (minigpt/experiment.py), else the arch
     tags: List[str] = field(default_factory=list)  # added to the automatic arch=/model= tags
     mode: Optional[str] = None  # online | offline | disabled; None: follow WANDB_MODE (default online)
     dir: Optional[str] = None  # where the wandb/ folder goes; None: the run directory

@@ -1,6 +1,7 @@
 """Where metrics go: the local metrics.jsonl (always, the source of truth) plus optional loggers.
 
-A logger implements `log(metrics, step)` and `finish()`. `build_loggers` picks extra loggers by
+A logger implements `log(metrics, step)` and `finish()`, and may implement `log_file(path, kind)` for
+files the run produces (per-example HellaSwag records; W&B uploads the last of each kind). `build_loggers` picks extra loggers by
 `cfg.logger.name` from `LOGGERS`; an extra logger that fails to start, log or finish is reported once
 and dropped, so logging can never stop training. An extra logger may expose `run_id` (W&B's run id):
 the trainer stores it in checkpoints and passes it back on resume, so the same tracked run continues;
@@ -60,6 +61,9 @@ class NullLogger:
     def log(self, metrics: dict, step: int) -> None:
         pass
 
+    def log_file(self, path: Path, kind: str) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -84,6 +88,16 @@ class MultiLogger:
             except Exception as exc:  # noqa: BLE001 - a tracking failure must never stop training
                 self.warn(f"logger {type(lg).__name__} failed ({exc}); continuing with metrics.jsonl only")
                 self.extras.remove(lg)
+
+    def log_file(self, path: Path, kind: str) -> None:
+        """Offer a file the run wrote (metrics.jsonl's folder already has it) to the loggers that keep files."""
+        for lg in list(self.extras):
+            if hasattr(lg, "log_file"):
+                try:
+                    lg.log_file(path, kind)
+                except Exception as exc:  # noqa: BLE001
+                    self.warn(f"logger {type(lg).__name__} failed ({exc}); continuing with metrics.jsonl only")
+                    self.extras.remove(lg)
 
     def finish(self) -> None:
         for lg in self.extras:

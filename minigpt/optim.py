@@ -46,3 +46,15 @@ def lr_at(step: int, cfg: OptimConfig, num_iterations: int) -> float:
     ratio = min(1.0, (step - cfg.warmup_iters) / (num_iterations - cfg.warmup_iters))
     coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
     return min_lr + coeff * (lr - min_lr)
+
+
+def warmup_warning(cfg: OptimConfig, num_iterations: int) -> str | None:
+    """One line when the warmup is as long as the run or longer: the lr then never gets past its warmup."""
+    if cfg.warmup_iters < num_iterations:
+        return None
+    last = lr_at(num_iterations - 1, cfg, num_iterations)
+    return (
+        f"warning: optim.warmup_iters={cfg.warmup_iters} >= train.num_iterations={num_iterations}: the whole run is "
+        f"warmup (lr {last:.2e} at the last step, peak {cfg.learning_rate:.2e}, no decay); "
+        f"lower optim.warmup_iters or raise train.num_iterations"
+    )

@@ -38,6 +38,37 @@ def read_summary(run_dir: str | os.PathLike) -> dict | None:
         return None
 
 
+def failure_status(exc: BaseException) -> str:
+    from minigpt.divergence import Diverged
+
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "interrupted"
+    return "diverged" if isinstance(exc, Diverged) else "failed"
+
+
+def error_text(exc: BaseException) -> str:
+    """The `error` of run_summary.json. A cause the user can fix is stored as the very line train.log and
+    the console show after "error: "; anything else (a bug) with its exception type."""
+    from minigpt.errors import ConfigError, RunFailure
+
+    user_facing = isinstance(exc, (ConfigError, RunFailure))
+    return (str(exc) if user_facing else f"{type(exc).__name__}: {exc}")[:1000]
+
+
+def record_failure(run_dir: str | os.PathLike, exc: BaseException) -> None:
+    """A run that failed before its trainer wrote run_summary.json (a bad config): write one with the
+    status and error RunRecord.fail() would give, so the run directory says why it has no metrics.
+    An existing summary is left alone: the trainer has recorded its own failure there, or it belongs
+    to an earlier run that this command was refused to touch (a busy or finished run directory)."""
+    if int(os.environ.get("RANK", "0")) != 0 or (Path(run_dir) / SUMMARY_FILE).exists():
+        return
+    data = {"status": failure_status(exc), "error": error_text(exc), "ended_at": _now()}
+    try:
+        write_text_atomic(Path(run_dir) / SUMMARY_FILE, json.dumps(data, indent=1))
+    except OSError:
+        pass  # the error itself is still reported
+
+
 class RunRecord:
     """Also a logger (log/finish), so it sees every step and keeps `step`, `tokens` and `wall_s` fresh."""
 
@@ -121,16 +152,7 @@ class RunRecord:
         self._write()
 
     def fail(self, exc: BaseException) -> None:
-        from minigpt.divergence import Diverged
-        from minigpt.errors import ConfigError, RunFailure
-
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            self.status = "interrupted"
-        else:
-            self.status = "diverged" if isinstance(exc, Diverged) else "failed"
-        # A cause the user can fix is stored as the very line train.log and the console show after "error: ".
-        user_facing = isinstance(exc, (ConfigError, RunFailure))
-        self.error = (str(exc) if user_facing else f"{type(exc).__name__}: {exc}")[:1000]
+        self.status, self.error = failure_status(exc), error_text(exc)
 
     def close(self, step: int, tokens: int) -> dict:
         """Write the final status; returns the run-level metrics to log (wall time, GPU-hours, cost)."""

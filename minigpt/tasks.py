@@ -22,6 +22,7 @@ class PeriodicTask:
     name: str
     every: int
     run: Callable[["Trainer"], dict]
+    metrics: tuple[str, ...] = ()  # the numeric metrics `run` returns (what train.objective may name)
 
     def due(self, step: int, last: bool) -> bool:
         return last or (self.every > 0 and step % self.every == 0)

@@ -7,20 +7,13 @@ checkpoints and the resolved config in .hydra/.
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
-
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import minigpt.config  # noqa: F401 - registers the typed schema (base_config) with Hydra
 from minigpt.config import to_config
-from minigpt.errors import ConfigError, RunFailure
-from minigpt.run_lock import RunDirBusy
-
-log = logging.getLogger("minigpt")
+from minigpt.multirun import JobFailed, handle_failure
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
@@ -35,24 +28,16 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> dict | float:
+def main(cfg: DictConfig) -> dict | float | JobFailed:
+    run_dir = HydraConfig.get().runtime.output_dir
     try:
-        final = run(cfg, HydraConfig.get().runtime.output_dir)
-        # A search sweeper (Optuna) minimises what the job returns: one number, named by train.objective.
-        objective = cfg.train.objective
-        if objective is None:
-            return final
-        if objective not in final:
-            raise ConfigError(f"train.objective={objective} is not a final metric: choose one of {sorted(final)}")
-        return float(final[objective])
-    except (ConfigError, RunFailure) as exc:
-        if isinstance(exc, RunDirBusy):  # another process owns the run dir (and its train.log): write nothing there
-            print(f"error: {exc}", file=sys.stderr)
-        else:
-            log.error(f"error: {exc}")
-        if "SUBMITIT_FOLDER" in os.environ:  # a SLURM job: fail it so submitit reports the error to the submitter
-            raise
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)  # 2: bad input, fixed before starting; 1: the run failed
+        final = run(cfg, run_dir)
+    except Exception as exc:  # recorded in run_summary.json; a local multirun goes on with its other jobs
+        return handle_failure(exc, run_dir)
+    # A search sweeper (Optuna) minimises what the job returns: one number, named by train.objective
+    # (checked against the metrics the run logs before training starts).
+    objective = cfg.train.objective
+    return final if objective is None else float(final[objective])
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from minigpt.errors import ConfigError, RunFailure
 from minigpt.loggers import NullLogger, build_loggers
 from minigpt.memory import estimate_memory
 from minigpt.model import GPT, validate_model_config
-from minigpt.optim import build_optimizer, lr_at
+from minigpt.optim import build_optimizer, lr_at, warmup_warning
 from minigpt.perf import GarbageCollection, StepClock, device_name, mfu, peak_flops, peak_flops_hint, peak_memory_gb
 from minigpt.resume import Checkpointer, last_logged, resume_trainer
 from minigpt.rng import get_rng_state, set_rng_state
@@ -64,6 +64,12 @@ def validate_train_config(cfg: Config, world_size: int = 1) -> int:
     return total // micro_tokens
 
 
+def check_objective(objective: str | None, metrics: list[str]) -> None:
+    """train.objective (what a search sweeper minimises) must be one of the numeric metrics the run logs."""
+    if objective is not None and objective not in metrics:
+        raise ConfigError(f"train.objective={objective} is not a metric this run logs: choose one of {', '.join(metrics)}")
+
+
 @dataclass
 class StepResult:
     """One optimizer step's outcome, still on the device (reading it would make the host wait)."""
@@ -82,13 +88,14 @@ class Trainer:
         self.grad_accum = validate_train_config(cfg, self.dist.world_size)
         self.seq_len = tc.sequence_length or cfg.model.block_size
         configure_backends(self.device)
-        seed_everything(tc.seed)
+        seed_everything(tc.effective_init_seed)
 
         with distributed.main_first(self.dist):  # rank 0 fills the token cache, the others then read it
             train_files, val_files = prepare_splits(cfg.data, log=log.info)
         # each rank reads its own slice; every token id is checked against the vocabulary once, at open
         ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size, "vocab_size": cfg.model.vocab_size}
-        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.seed, split="train", **ranks)
+        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.effective_data_seed,
+                                       split="train", **ranks)
         self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val", **ranks)
         fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
         self.batches = DevicePrefetcher(self.train_loader, self.device, fixed_batch)
@@ -112,12 +119,21 @@ class Trainer:
         self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
         self.clock = StepClock()
         self.tasks = [
-            PeriodicTask("val", tc.val_loss_every, Trainer.validate),
+            PeriodicTask("val", tc.val_loss_every, Trainer.validate, metrics=("val/loss",)),
             PeriodicTask("sample", tc.sample_every, Trainer.sample),
             *build_eval_tasks(cfg),
             *(extra_tasks or []),
         ]
+        check_objective(tc.objective, self.final_metrics())
         self.logger = None  # opened in fit(), so building a Trainer writes nothing
+
+    def final_metrics(self) -> list[str]:
+        """The numeric metrics that fit() returns (every step's train/ ones and the tasks' last results)."""
+        names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step", "train/tokens_per_s",
+                 "train/peak_mem_gb"]
+        if self.peak_flops is not None:
+            names.append("train/mfu")
+        return sorted(names + [name for task in self.tasks for name in task.metrics])
 
     # ------------------------------------------------------------------ steps
 
@@ -279,6 +295,8 @@ class Trainer:
         self.logger.add(record)
         log.info(self.describe())
         if warning := slow_dtype_warning(self.device, tc.dtype):
+            log.warning(warning)
+        if (warning := warmup_warning(self.cfg.optim, tc.num_iterations)) and self.dist.is_main:
             log.warning(warning)
         if self.peak_flops is None and self.device.type == "cuda":  # a GPU missing from the table (CPUs have no MFU)
             log.info(peak_flops_hint(device_name(self.device), tc.dtype.value))

@@ -3,8 +3,11 @@
 The mode follows `logger.mode`, else `WANDB_MODE` (online | offline | disabled, default online). An online
 run without an API key or without a reachable server is recorded offline instead, with one line saying
 how to `wandb sync` it later, so a laptop, a compute node without internet and a CI box all just work.
-The W&B run gets the flattened resolved config, `group` = the sweep's name (or `experiment`), and
-`job_type`/tags naming the arch and model presets, so the W&B UI groups an ablation by itself.
+The W&B run gets the flattened resolved config, `group` = the sweep's name (or `experiment`),
+`job_type` = the run's configuration without seeds (its overrides minus seed and infrastructure keys,
+so every seed of one arm shares it) and tags naming the arch and model presets, so the W&B UI groups
+an ablation by itself. Files offered with `log_file` (the per-example HellaSwag records) are uploaded
+as artifacts when the run finishes, the last one of each kind.
 """
 
 from __future__ import annotations
@@ -85,18 +88,34 @@ def resolve_mode(requested: str | None) -> tuple[str, str | None]:
     return mode, None
 
 
+def _hydra_config():
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get() if HydraConfig.initialized() else None
+    except Exception:  # noqa: BLE001 - no Hydra context (tests, notebooks)
+        return None
+
+
+def run_job_type(cfg) -> str:
+    """logger.job_type, else the job's overrides without seeds (e.g. `arch=rope`), else the arch preset."""
+    if cfg.logger.job_type:
+        return cfg.logger.job_type
+    from minigpt.experiment import job_type
+
+    hc = _hydra_config()
+    overrides = list(hc.overrides.task) if hc is not None else []
+    return job_type(overrides, fallback=cfg.arch.name)
+
+
 def run_group(cfg) -> str | None:
     """W&B group: logger.group, else the sweep file's name (sweeps/arch_ablation.yaml -> arch_ablation), else
     `experiment`, else the multirun folder (a plain `-m a=1,2` or a SLURM submission); None for a single local run."""
     if cfg.logger.group:
         return cfg.logger.group
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.types import RunMode
 
-        hc = HydraConfig.get() if HydraConfig.initialized() else None
-    except Exception:  # noqa: BLE001 - no Hydra context (tests, notebooks)
-        hc = None
+    hc = _hydra_config()
     multirun = hc is not None and hc.mode == RunMode.MULTIRUN
     if multirun and hc.job.config_name and hc.job.config_name != "config":
         return hc.job.config_name
@@ -112,6 +131,7 @@ class WandbLogger:
         self.run = run
         self.run_id = run.id
         self._text_rows: list[list] = []
+        self._files: dict[str, Path] = {}  # kind -> the newest file of that kind, uploaded at finish
 
     def log(self, metrics: dict, step: int) -> None:
         numbers, got_text = {}, False
@@ -128,8 +148,23 @@ class WandbLogger:
         if numbers:
             self.run.log(numbers, step=step)
 
+    def log_file(self, path: Path, kind: str) -> None:
+        self._files[kind] = Path(path)
+
+    def _upload_files(self) -> None:
+        import wandb
+
+        for kind, path in self._files.items():
+            try:
+                artifact = wandb.Artifact(f"{kind}-{self.run.id}", type=kind, metadata={"file": path.name})
+                artifact.add_file(str(path))
+                self.run.log_artifact(artifact)
+            except Exception as exc:  # noqa: BLE001 - the file is still in the run directory
+                log.warning(f"W&B: could not upload {path} ({type(exc).__name__}: {exc})")
+
     def finish(self) -> None:
         # Called from the trainer's `finally`: an exception on its way up marks the W&B run as failed.
+        self._upload_files()
         exc = sys.exc_info()[1]
         code = 0 if exc is None else (exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1)
         self.run.finish(exit_code=code)
@@ -167,7 +202,7 @@ def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[
         project=lc.project,
         entity=lc.entity,
         group=run_group(cfg),
-        job_type=lc.job_type or arch,
+        job_type=run_job_type(cfg),
         tags=tags,
         name=Path(run_dir).name,
         config=config,

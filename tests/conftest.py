@@ -1,4 +1,4 @@
-"""Shared test helpers: a session token cache, Hydra composition, tiny configs, the shared data dir."""
+"""Shared test helpers: a session token cache, Hydra composition, tiny configs, the committed fixtures."""
 
 from __future__ import annotations
 
@@ -12,7 +12,20 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-SHARED_DATA = ROOT.parent / "shared" / "data"
+FIXTURES = ROOT / "tests" / "fixtures"
+# The first 200 HellaSwag validation examples in both layouts (see tests/fixtures/hellaswag/README.md).
+HELLASWAG_200 = FIXTURES / "hellaswag" / "val_ctx_only_first200.jsonl"
+HELLASWAG_200_OFFICIAL = FIXTURES / "hellaswag" / "val_official_schema_first200.jsonl"
+
+
+def full_hellaswag() -> Path:
+    """The full 10,042-example validation set from $MINIGPT_HELLASWAG; skips the test when it is not set."""
+    path = os.environ.get("MINIGPT_HELLASWAG")
+    if not path:
+        pytest.skip("needs the full HellaSwag validation set: set MINIGPT_HELLASWAG=<hellaswag_val.jsonl>")
+    if not Path(path).is_file():
+        pytest.fail(f"MINIGPT_HELLASWAG={path} is not a file")
+    return Path(path)
 
 # A tiny shape that trains in well under a second per step on 2 CPU cores.
 TINY = [

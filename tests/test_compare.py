@@ -2,58 +2,91 @@
 
 import json
 import os
+import re
 import time
 
 import matplotlib.image
 
 from minigpt.compare import main as compare_main
-from tests.conftest import ROOT, SHARED_DATA, TINY, read_metrics, run_cli
+from tests.conftest import ROOT, TINY, read_metrics, run_cli
+from tests.synthetic_hellaswag import make_examples, write_jsonl
 from tests.wandb_records import finished_run_records, run_record
 
-ARCHS = ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
+
+def _cells(line: str) -> list[str]:
+    """Cells of a markdown table row; an escaped pipe (`\\|`, as in `|Δ|`) belongs to its cell."""
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
 
 
-def table_lines(text: str) -> list[list[str]]:
-    """Body rows of the markdown table printed by compare, as cell lists."""
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+def markdown_tables(text: str) -> list[list[dict]]:
+    """Every markdown table in compare's output, as rows of {header: cell}."""
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("| ") and (i == 0 or not lines[i - 1].startswith("|")):
+            header, body = _cells(line), []
+            for row in lines[i + 2:]:
+                if not row.startswith("| "):
+                    break
+                body.append(dict(zip(header, _cells(row))))
+            tables.append(body)
+    return tables
 
 
-def test_arch_ablation_tiny_sweep_runs_and_compares(tmp_path, capsys):
+def test_tiny_ablation_with_seeds_ends_in_verdicts(tmp_path, capsys):
+    """A real multirun of 2 archs x 2 seeds: per-example records, W&B grouping by configuration, and a
+    report with the grouped table, verdict rows and the three plots; compare twice gives the same report."""
     sweep_dir = tmp_path / "sweep"
+    data = write_jsonl(tmp_path / "hellaswag.jsonl", make_examples(8))
     done = run_cli(
         ["minigpt.train", "-m", "--config-dir", "sweeps", "--config-name", "arch_ablation_tiny", *TINY,
-         "train.num_iterations=4", "train.val_loss_every=2", "train.sample_every=0", f"hydra.sweep.dir={sweep_dir}",
-         "eval.hellaswag.every=0", "eval.hellaswag.limit=8",  # HellaSwag once, at the end, on 8 examples
-         f"eval.hellaswag.path={SHARED_DATA / 'hellaswag' / 'hellaswag_val_preprocessed.jsonl'}"],
+         "arch=gpt2,rope", "train.seed=1,2", "train.num_iterations=4", "train.val_loss_every=2",
+         "train.sample_every=0", f"hydra.sweep.dir={sweep_dir}",
+         "eval.hellaswag.every=0", "eval.hellaswag.limit=8", f"eval.hellaswag.path={data}"],  # HellaSwag once, at the end
         cwd=ROOT, env_extra={"WANDB_MODE": "offline"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert [p.name for p in runs] == [f"{i}_{a}_tiny" for i, a in enumerate(ARCHS)]
+    assert [p.name for p in runs] == ["0_gpt2_tiny_s1", "1_gpt2_tiny_s2", "2_rope_tiny_s1", "3_rope_tiny_s2"]
+    job_types = []
     for run_dir in runs:
         assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [2, 4]
-        # the W&B run is grouped by the sweep's name, its job type is the arch
-        wb = run_record(finished_run_records(run_dir))
-        assert wb.run_group == "arch_ablation_tiny" and wb.job_type == run_dir.name.split("_", 1)[1][: -len("_tiny")]
+        assert (run_dir / "hellaswag" / "step_000004.parquet").is_file()
+        # W&B: group = the sweep, job_type = the configuration without seeds, the records as an artifact
+        records = finished_run_records(run_dir)
+        wb = run_record(records)
+        assert wb.run_group == "arch_ablation_tiny" and "seed" not in wb.job_type
+        job_types.append(wb.job_type)
+        assert [r.artifact.type for r in records if r.WhichOneof("record_type") == "artifact"].count(
+            "hellaswag-records") == 1
+    assert job_types[0] == job_types[1] != job_types[2] == job_types[3]
+    assert job_types[0].startswith("arch=gpt2") and job_types[2].startswith("arch=rope")
 
     out = tmp_path / "report"
-    assert compare_main([str(sweep_dir), "--out", str(out)]) == 0
+    assert compare_main([str(sweep_dir), "--baseline", "arch=gpt2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    rows = table_lines(printed)
-    assert "| HellaSwag harness acc_norm | HellaSwag llmc acc_norm |" in printed
-    assert [r[1] for r in rows] == ARCHS and all(r[-1] == "finished" for r in rows)
-    for row, run_dir in zip(rows, runs):
-        metrics = read_metrics(run_dir)
-        final_val = [r["val/loss"] for r in metrics if "val/loss" in r][-1]
-        assert row[5] == f"{final_val:.4f}" and row[4] == "1.02K"  # 4 steps x 4 x 64 tokens
-        for col, protocol in ((6, "harness"), (7, "llmc")):
-            (acc_norm,) = [r[f"hellaswag/{protocol}/acc_norm"] for r in metrics if f"hellaswag/{protocol}/acc_norm" in r]
-            assert row[col] == f"{acc_norm:.4f}"
-    assert table_lines((out / "report.md").read_text()) == rows
-    for png in ("val_loss.png", "hellaswag.png"):
+    first = (out / "report.md").read_text()
+    tables = markdown_tables(printed)
+    run_rows, group_rows, verdict_rows = tables
+    assert [r["run"] for r in run_rows] == [p.name for p in runs] and [r["seed"] for r in run_rows] == ["1", "2"] * 2
+    assert all(r["status"] == "finished" for r in run_rows)
+    assert [(r["group"], r["n"]) for r in group_rows] == [("arch=gpt2 (baseline)", "2"), ("arch=rope", "2")]
+    for row, arch_runs in zip(group_rows, (runs[:2], runs[2:])):
+        finals = [[r["val/loss"] for r in read_metrics(d) if "val/loss" in r][-1] for d in arch_runs]
+        assert row["val loss (mean ± 95% CI)"].startswith(f"{sum(finals) / 2:.4f} ± ")
+    assert [(r["group"], r["metric"]) for r in verdict_rows] == [
+        ("arch=rope", "val loss"), ("arch=rope", "HellaSwag harness acc_norm"), ("arch=rope", "HellaSwag llmc acc_norm")]
+    val = verdict_rows[0]
+    assert val["test"] == "paired t, 2 seeds"
+    assert val["verdict"] in ("better", "worse") or (
+        val["verdict"].startswith("no detectable difference (|Δ| < ") and val["seeds needed"] != "-")
+    assert all(r["verdict"] for r in verdict_rows)
+    for png in ("val_loss.png", "hellaswag.png", "forest.png"):
         image = matplotlib.image.imread(out / png)
-        assert image.shape[0] > 300 and image.shape[1] > 500
+        assert image.shape[0] > 200 and image.shape[1] > 500
+        assert f"![{png[:-4]}]({png})" in first
+
+    assert compare_main([str(sweep_dir), "--baseline", "arch=gpt2", "--out", str(out)]) == 0
+    assert (out / "report.md").read_text() == first
 
 
 def _write_run(path, rows, num_iterations=100, summary=None, arch="gpt2", age_s=0.0, tail=""):
@@ -96,18 +129,29 @@ def test_report_shows_failed_and_unfinished_runs(tmp_path, capsys):
 
     out = tmp_path / "report"
     assert compare_main([str(tmp_path), "--out", str(out)]) == 0
-    table = table_lines(capsys.readouterr().out)
-    by_name = {r[0]: r for r in table}
+    printed = capsys.readouterr().out
+    run_rows, group_rows, verdict_rows = markdown_tables(printed)
+    by_name = {r["run"]: r for r in run_rows}
     assert list(by_name) == ["a_finished", "b_crashed", "c_running", "d_killed", "e_never_started"]
     header = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| run "))
     assert "| HellaSwag zero_shot acc_norm |" in header
     a = by_name["a_finished"]
-    assert a[3:6] == ["124.00M", "100.00K", "3.0000"] and a[6] == "0.3600"
-    assert a[7:] == ["2.00K", "40.0%", "2h00m", "16.00", "40.00 USD", "finished"]
-    assert by_name["b_crashed"][-1] == "failed (RuntimeError: CUDA out of memory)"
-    assert by_name["c_running"][-1] == "running"
-    assert by_name["d_killed"][-1] == "failed (stopped at step 30)"
-    assert by_name["e_never_started"][-1] == "failed (no metrics)" and by_name["e_never_started"][5] == "-"
+    assert [a[k] for k in ("params", "tokens", "val loss", "HellaSwag zero_shot acc_norm")] == [
+        "124.00M", "100.00K", "3.0000", "0.3600"]
+    assert [a[k] for k in ("tokens/s", "MFU", "wall", "GPU-h", "cost", "status")] == [
+        "2.00K", "40.0%", "2h00m", "16.00", "40.00 USD", "finished"]
+    assert by_name["b_crashed"]["status"] == "failed (RuntimeError: CUDA out of memory)"
+    assert by_name["c_running"]["status"] == "running"
+    assert by_name["d_killed"]["status"] == "failed (stopped at step 30)"
+    assert by_name["e_never_started"]["status"] == "failed (no metrics)" and by_name["e_never_started"]["val loss"] == "-"
+    # only finished runs count: one per arch group at most, and the report says how many were left out
+    assert "4 of 5 runs left out of the statistics (not finished): b_crashed (failed), c_running (running), " \
+           "d_killed (failed), e_never_started (failed)." in printed
+    assert [(r["group"], r["n"]) for r in group_rows] == [
+        ("arch=gpt2 (baseline)", "1 (+1 left out)"), ("arch=rope", "0 (+1 left out)"),
+        ("arch=rope_gqa", "0 (+1 left out)"), ("arch=swiglu_gqa_rope", "0 (+1 left out)")]
+    assert {r["verdict"] for r in verdict_rows} == {"no verdict"}
+    assert {r["test"] for r in verdict_rows} == {"no finished runs in this group"}
     for png in ("val_loss.png", "hellaswag.png"):
         assert matplotlib.image.imread(out / png).ndim == 3
 
@@ -154,3 +198,118 @@ def test_optuna_sweep_minimises_the_final_val_loss(tmp_path):
     result = OmegaConf.load(sweep_dir / "optimization_results.yaml")
     assert result.best_value == min(finals.values())
     assert finals[result.best_params["optim.learning_rate"]] == result.best_value
+
+
+def _arm_run(path, arch, seed, val_loss, correct, model="tiny", examples=None):
+    """A finished run directory as training leaves it: config, metrics, summary and per-example records."""
+    import torch
+
+    from minigpt.eval.hellaswag import HellaSwagScores
+    from minigpt.eval.records import records_path, write_records
+
+    n = len(correct)
+    examples = examples or make_examples(n, seed=99)
+    labels = torch.tensor([ex["label"] for ex in examples])
+    pred = torch.where(torch.as_tensor(correct), labels, (labels + 1) % 4)  # right where `correct` says so
+    loglik = torch.full((n, 4), -10.0, dtype=torch.float64)
+    loglik[torch.arange(n), pred] = -1.0
+    scores = HellaSwagScores("harness", loglik, torch.ones(n, 4, dtype=torch.long), loglik, labels)
+    acc = float(torch.as_tensor(correct).double().mean())
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text(
+        f"arch:\n  name: {arch}\nmodel:\n  name: {model}\ndata:\n  name: shakespeare\n"
+        f"train:\n  num_iterations: 10\n  seed: {seed}\n  init_seed: null\n  data_seed: null\n")
+    rows = [{"step": 10, "train/loss": val_loss, "train/tokens": 10240, "train/tokens_per_s": 1000.0},
+            {"step": 10, "val/loss": val_loss}, {"step": 10, "hellaswag/harness/acc": acc, "hellaswag/harness/acc_norm": acc}]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "run_summary.json").write_text(json.dumps({"status": "finished", "tokens_per_step": 1024}))
+    write_records(records_path(path, 10), examples, {"harness": scores}, step=10)
+
+
+def _simulated_ablation(root, n_examples=2000, seeds=(1, 2, 3, 4, 5), shift=0.16):
+    """gpt2 vs rope on shared examples of varying difficulty; rope is +3 points better on HellaSwag and
+    0.05 nats better on val loss (seed noise 0.01)."""
+    import numpy as np
+    from scipy.special import expit, logit
+
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(logit(0.3), 1.0, n_examples)
+    examples = make_examples(n_examples, seed=99)
+    for i, seed in enumerate(seeds):
+        for j, (arch, gain, loss) in enumerate((("gpt2", 0.0, 6.60), ("rope", shift, 6.55))):
+            correct = rng.random(n_examples) < expit(difficulty + gain + rng.normal(0, 0.02))
+            _arm_run(root / f"{2 * i + j}_{arch}_s{seed}", arch, seed, loss + rng.normal(0, 0.01), correct,
+                     examples=examples)
+
+
+def test_planted_effects_are_called_better(tmp_path, capsys):
+    _simulated_ablation(tmp_path / "sweep")
+    assert compare_main([str(tmp_path / "sweep"), "--baseline", "arch=gpt2", "--out", str(tmp_path / "r")]) == 0
+    _, groups, verdicts = markdown_tables(capsys.readouterr().out)
+    assert [(g["group"], g["n"]) for g in groups] == [("arch=gpt2 (baseline)", "5"), ("arch=rope", "5")]
+    by_metric = {v["metric"]: v for v in verdicts}
+    assert by_metric["val loss"]["verdict"] == "better" and by_metric["val loss"]["test"] == "paired t, 5 seeds"
+    hs = by_metric["HellaSwag harness acc_norm"]
+    assert hs["verdict"] == "better" and hs["test"].startswith("paired seeds x examples t, 5 seeds x 2000 examples")
+    delta, lo, hi = map(float, re.findall(r"[+-]\d\.\d+", hs["Δ vs baseline [95% CI]"]))
+    assert 0.02 < delta < 0.05 and 0 < lo < delta < hi
+
+
+def test_no_difference_gives_a_bound_and_seeds_needed(tmp_path, capsys):
+    _simulated_ablation(tmp_path / "sweep", n_examples=300, seeds=(1, 2, 3), shift=0.0)
+    assert compare_main([str(tmp_path / "sweep"), "--effect", "0.01", "--out", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    hs = {v["metric"]: v for v in markdown_tables(printed)[2]}["HellaSwag harness acc_norm"]
+    assert hs["verdict"].startswith("no detectable difference (|Δ| < ") and hs["verdict"].endswith(" at 95%)")
+    assert hs["seeds needed"] == "> 1000"  # 1 point is below what 300 shared examples can resolve
+    assert "to detect a difference of 0.01" in printed
+
+
+def test_mismatched_example_sets_are_refused_in_one_line(tmp_path, capsys):
+    _simulated_ablation(tmp_path / "sweep", n_examples=200, seeds=(1, 2))
+    other = make_examples(200, seed=99)
+    other[7]["endings"][0] = "a different ending."  # same position, other text: another example
+    for d in (tmp_path / "sweep").glob("3_rope_s2"):
+        import shutil
+
+        shutil.rmtree(d)
+        _arm_run(d, "rope", 2, 6.55, [True] * 100 + [False] * 100, examples=other)
+    assert compare_main([str(tmp_path / "sweep"), "--baseline", "arch=gpt2", "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    (warning,) = captured.err.strip().splitlines()
+    assert warning == ("warning: runs 0_gpt2_s1 (200 examples) and 3_rope_s2 (200 examples) scored different "
+                       "HellaSwag examples: not paired; evaluate both on the same set (eval.hellaswag.path / "
+                       "limit, or python -m minigpt.eval)")
+    hs = {v["metric"]: v for v in markdown_tables(captured.out)[2]}["HellaSwag harness acc_norm"]
+    assert hs["verdict"] == "no verdict" and "scored different HellaSwag examples" in hs["test"]
+    assert "Refused: runs 0_gpt2_s1" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_groups_that_cannot_be_compared_get_separate_tables(tmp_path, capsys):
+    """--baseline arch=gpt2 over arch x model: one table per model, each with its own gpt2 baseline;
+    seeds that differ between groups fall back to Welch's test."""
+    correct = [True, False] * 50
+    for i, (arch, model, seed, loss) in enumerate([("gpt2", "tiny", 1, 6.6), ("gpt2", "tiny", 2, 6.61),
+                                                    ("rope", "tiny", 3, 6.5), ("rope", "tiny", 4, 6.52),
+                                                    ("gpt2", "big", 1, 6.0), ("rope", "big", 1, 5.9)]):
+        _arm_run(tmp_path / "s" / f"{i}_{arch}_{model}_s{seed}", arch, seed, loss, correct, model=model)
+    assert compare_main([str(tmp_path / "s"), "--baseline", "arch=gpt2", "--out", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert "## Table 1: model=tiny (baseline: arch=gpt2 model=tiny)" in printed
+    assert "## Table 2: model=big (baseline: arch=gpt2 model=big)" in printed
+    _, tiny_groups, tiny_verdicts, big_groups, big_verdicts = markdown_tables(printed)
+    assert [g["group"] for g in tiny_groups] == ["arch=gpt2 model=tiny (baseline)", "arch=rope model=tiny"]
+    assert tiny_verdicts[0]["test"] == "Welch t, 2 vs 2 seeds"
+    assert big_verdicts[0]["verdict"] == "no verdict" and big_verdicts[0]["test"].startswith("single seed (n=1 vs 1)")
+    assert big_verdicts[0]["seeds needed"] == "? (need >= 2 seeds per group)"
+
+
+def test_bad_baseline_is_one_line(tmp_path, capsys):
+    _arm_run(tmp_path / "s" / "0_gpt2", "gpt2", 1, 6.6, [True, False])
+    assert compare_main([str(tmp_path / "s"), "--baseline", "arch=gpt3"]) == 2
+    assert compare_main([str(tmp_path / "s"), "--baseline", "colour=red"]) == 2
+    assert compare_main([str(tmp_path / "s"), "--baseline", "arch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --baseline arch=gpt3: no group has arch=gpt3 (found: gpt2)",
+                   "error: --baseline colour=red: no run's config has colour; pass a config key, e.g. arch=gpt2",
+                   "error: --baseline 'arch': expected KEY=VALUE, e.g. --baseline arch=gpt2"]

@@ -38,7 +38,7 @@ def test_arch_components():
 
 
 def test_llmc_defaults_and_seed_standard_experiment():
-    cfg = to_config(compose_config([]))
+    cfg = to_config(compose_config(["model=d12"]))  # the tiny default model brings its own CPU recipe
     assert (cfg.optim.learning_rate, cfg.optim.warmup_iters, cfg.optim.weight_decay) == (6e-4, 700, 0.1)
     assert (cfg.optim.beta1, cfg.optim.beta2, cfg.optim.grad_clip) == (0.9, 0.95, 1.0)
     seed = to_config(compose_config(["experiment=seed_standard"]))

@@ -25,9 +25,19 @@ from minigpt.eval.hellaswag_data import HellaSwagUnavailable, load_hellaswag, re
 from minigpt.eval.scoring import score_continuations
 from minigpt.model import GPT
 from minigpt.trainer import Trainer
-from tests.conftest import ROOT, SHARED_DATA, TINY, read_metrics, run_cli, tiny_config
+from tests.conftest import (
+    FIXTURES,
+    HELLASWAG_200,
+    HELLASWAG_200_OFFICIAL,
+    ROOT,
+    TINY,
+    full_hellaswag,
+    read_metrics,
+    run_cli,
+    tiny_config,
+)
 
-SHARED_FILE = SHARED_DATA / "hellaswag" / "hellaswag_val_preprocessed.jsonl"
+MALFORMED = FIXTURES / "hellaswag" / "malformed"
 UNREACHABLE = "http://127.0.0.1:9/hellaswag_val.jsonl"  # the discard port: connection refused, i.e. offline
 
 # Official-schema rows (WikiHow markers included) to check the harness rendering against lm-eval's own code.
@@ -53,16 +63,54 @@ def _gpt(block_size=64, arch=None, n_embd=32, n_layer=2, seed=0):
 # ----------------------------------------------------------------------------- loading
 
 
-def test_shared_file_loads_all_examples_in_the_common_shape():
-    examples = read_jsonl(SHARED_FILE)
-    assert len(examples) == 10042
+def test_fixture_loads_in_the_common_shape():
+    examples = read_jsonl(HELLASWAG_200)
+    assert len(examples) == 200
     counts = [sum(ex["label"] == k for ex in examples) for k in range(4)]
-    assert counts == [2515, 2485, 2584, 2458]  # the label counts in shared/data/README.md
+    assert counts == [53, 47, 58, 42]  # the label counts in tests/fixtures/hellaswag/README.md
     first = examples[0]
     assert first["activity_label"] == "Roof shingle removal" and first["ctx"] == "A man is sitting on a roof. he"
     assert first["ctx_a"] is None and len(first["endings"]) == 4 and first["label"] == 3
     # without ctx_a/ctx_b the harness query falls back to ctx
     assert harness_query(first) == "Roof shingle removal: A man is sitting on a roof. he"
+
+
+def test_official_layout_loads_the_same_examples_and_joins_ctx_a_ctx_b(tmp_path):
+    official, ctx_only = read_jsonl(HELLASWAG_200_OFFICIAL), read_jsonl(HELLASWAG_200)
+    keys = ("activity_label", "ctx", "endings", "label")
+    assert [[ex[k] for k in keys] for ex in official] == [[ex[k] for k in keys] for ex in ctx_only]
+    assert all(ex["ctx_a"] and ex["ctx_b"] is not None for ex in official)
+    # the harness joins ctx_a and the capitalized ctx_b, as lm-eval does
+    assert harness_query(official[0]) == "Roof shingle removal: A man is sitting on a roof. He"
+    assert harness_query(official[1]) == "Clean and jerk: A lady walks to a barbell. She bends down and grabs the pole. The lady"
+    # rows without ctx get it rebuilt from ctx_a + " " + ctx_b
+    rows = [json.loads(line) for line in HELLASWAG_200_OFFICIAL.read_text(encoding="utf-8").splitlines()]
+    path = tmp_path / "no_ctx.jsonl"
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "ctx"}) + "\n" for r in rows))
+    assert [ex["ctx"] for ex in read_jsonl(path)] == [ex["ctx"] for ex in ctx_only]
+
+
+@pytest.mark.parametrize(
+    "name,match",
+    [("truncated_json", r"truncated_json.jsonl:2: not valid JSON"),
+     ("no_endings", r"no_endings.jsonl:1: not a HellaSwag example"),
+     ("no_context", r"no_context.jsonl:1: not a HellaSwag example .*'ctx'"),
+     ("three_endings", r"three_endings.jsonl:1: a HellaSwag example needs 4 endings"),
+     ("label_out_of_range", r"label_out_of_range.jsonl:1: a HellaSwag example needs 4 endings and a label in 0..3"),
+     ("empty", r"empty.jsonl has no examples")],
+)
+def test_malformed_files_fail_in_one_line_naming_file_and_line(name, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        read_jsonl(MALFORMED / f"{name}.jsonl")
+    assert "\n" not in str(info.value)
+
+
+def test_full_validation_set_loads_all_examples():
+    """With MINIGPT_HELLASWAG set: the complete set, official or preprocessed, in the common shape."""
+    examples = read_jsonl(full_hellaswag())
+    assert len(examples) == hellaswag_data.NUM_VAL == 10042
+    assert [sum(ex["label"] == k for ex in examples) for k in range(4)] == [2515, 2485, 2584, 2458]
+    assert examples[0]["activity_label"] == "Roof shingle removal" and examples[0]["label"] == 3
 
 
 def test_official_schema_and_harness_rendering_match_lm_eval(tmp_path):
@@ -113,7 +161,7 @@ def test_loader_order_sha_check_and_offline_message(tmp_path, monkeypatch):
     fake.unlink()
     assert load_hellaswag(hc)[0]["label"] == 3
     # an explicit path wins over the cache
-    assert len(load_hellaswag(HellaSwagConfig(path=str(SHARED_FILE), cache_dir=hc.cache_dir))) == 10042
+    assert len(load_hellaswag(HellaSwagConfig(path=str(HELLASWAG_200), cache_dir=hc.cache_dir))) == 200
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -174,7 +222,7 @@ def _reference_row_logprob(model, ctx, cont):
 def test_batched_scores_equal_one_row_at_a_time(arch):
     from minigpt.eval.hellaswag import render_harness
 
-    examples = read_jsonl(SHARED_FILE)[:4]
+    examples = read_jsonl(HELLASWAG_200)[:4]
     cfg = tiny_config(f"arch={arch}", "model.n_embd=32", "model.block_size=48")  # 48 < most rows: truncation
     model = _gpt(block_size=48, arch=cfg.arch)
     enc = get_gpt2_encoding().encode_ordinary
@@ -189,7 +237,7 @@ def test_batched_scores_equal_one_row_at_a_time(arch):
 
 
 def test_bf16_scores_close_to_fp32():
-    examples = read_jsonl(SHARED_FILE)[:4]
+    examples = read_jsonl(HELLASWAG_200)[:4]
     model = _gpt()
     fp32 = score_hellaswag(model, examples, "harness")
     bf16 = score_hellaswag(model, examples, "harness", dtype="bfloat16")
@@ -197,10 +245,21 @@ def test_bf16_scores_close_to_fp32():
     assert torch.allclose(bf16.loglik, fp32.loglik, rtol=0.02)
 
 
-def test_tiny_random_model_scores_at_chance_on_1000_examples():
-    examples = read_jsonl(SHARED_FILE)[:1000]
+def _random_model_accuracy(examples) -> dict:
     model = _gpt(block_size=32, n_embd=16, n_layer=1)
-    r = evaluate_hellaswag(model, examples, "llmc", batch_size=512)
+    return evaluate_hellaswag(model, examples, "llmc", batch_size=512)
+
+
+def test_tiny_random_model_scores_at_chance_on_200_examples():
+    r = _random_model_accuracy(read_jsonl(HELLASWAG_200))
+    assert r["n"] == 200
+    # 3 standard errors of a 1-in-4 guess over 200 examples: sqrt(0.25 * 0.75 / 200) = 0.031
+    assert abs(r["acc"] - 0.25) <= 0.093 and abs(r["acc_norm"] - 0.25) <= 0.093, r
+
+
+def test_tiny_random_model_scores_at_chance_on_1000_examples():
+    """With MINIGPT_HELLASWAG set: a tighter check on more examples."""
+    r = _random_model_accuracy(read_jsonl(full_hellaswag())[:1000])
     assert r["n"] == 1000
     assert abs(r["acc"] - 0.25) <= 0.03 and abs(r["acc_norm"] - 0.25) <= 0.03, r
 
@@ -211,20 +270,22 @@ FAST = ["train.num_iterations=2", "train.val_loss_every=0", "train.sample_every=
 
 
 def test_training_logs_hellaswag_and_the_cli_prints_both_protocols(tmp_path):
-    cfg = tiny_config(*FAST, "eval.hellaswag.every=1", "eval.hellaswag.limit=8", f"eval.hellaswag.path={SHARED_FILE}")
+    cfg = tiny_config(*FAST, "eval.hellaswag.every=1", "eval.hellaswag.limit=8", f"eval.hellaswag.path={HELLASWAG_200}")
     Trainer(cfg, tmp_path).fit()
     rows = [r for r in read_metrics(tmp_path) if "hellaswag/llmc/acc" in r]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("hellaswag/llmc/acc", "hellaswag/llmc/acc_norm", "hellaswag/harness/acc", "hellaswag/harness/acc_norm"):
         assert all(0.0 <= r[key] <= 1.0 and (r[key] * 8) % 1 == 0 for r in rows), key
 
-    out = run_cli(["minigpt.eval", str(tmp_path), "eval.hellaswag.limit=8", f"eval.hellaswag.path={SHARED_FILE}",
+    out = run_cli(["minigpt.eval", str(tmp_path), "eval.hellaswag.limit=8", f"eval.hellaswag.path={HELLASWAG_200}",
                    "eval.hellaswag.batch_size=16"], cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
-    table = out.stdout.splitlines()
-    assert table[-3].split() == ["protocol", "acc", "acc_norm", "n", "examples/s"]
+    lines = out.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["protocol"])
+    assert lines[header].split() == ["protocol", "acc", "acc_norm", "n", "examples/s"]
+    assert lines[header + 3] == f"per-example records: {tmp_path / 'hellaswag' / 'step_000002.parquet'}"
     final = rows[-1]
-    for line, name in zip(table[-2:], ("llmc", "harness")):
+    for line, name in zip(lines[header + 1:header + 3], ("llmc", "harness")):
         proto, acc, acc_norm, n, speed = line.split()
         assert proto == name and int(n) == 8 and float(speed) > 0
         assert float(acc) == pytest.approx(final[f"hellaswag/{name}/acc"], abs=1e-4)

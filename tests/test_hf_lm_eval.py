@@ -1,10 +1,11 @@
 """lm-evaluation-harness on an exported model gives minigpt's own HellaSwag numbers.
 
-One tiny model is exported once and evaluated once by the README's `lm_eval run --model hf ...`
-command (subprocess, offline) on the first N_EXAMPLES of the shared HellaSwag file, 0-shot, with the
-task shipped in minigpt/hf/lm_eval_tasks. The same examples are scored by minigpt itself with its
-`harness` protocol (minigpt.eval.score_hellaswag), and every per-choice log-likelihood, per-example
-prediction and the acc / acc_norm counts must agree.
+One tiny model is exported once and evaluated by the README's `lm_eval run --model hf ...` command
+(subprocess, offline) on the 200 committed HellaSwag examples, 0-shot, in both file layouts (the
+ctx-only copy and the official ctx_a/ctx_b layout: one task each, in one lm_eval run), with the tasks
+that `python -m minigpt.hf.lm_eval_task` writes. The same examples are scored by minigpt itself with
+its `harness` protocol (minigpt.eval.score_hellaswag), and every per-choice log-likelihood,
+per-example prediction and the acc / acc_norm counts must agree.
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ import pytest
 import torch
 
 from minigpt.eval import evaluate_hellaswag, score_hellaswag
+from minigpt.eval.hellaswag_data import OFFICIAL_NAME, read_jsonl
 from minigpt.hf import export_model
 from minigpt.hf.lm_eval_task import write_task_dir
-from tests.conftest import ROOT, SHARED_DATA
+from tests.conftest import HELLASWAG_200, HELLASWAG_200_OFFICIAL, ROOT, run_cli
 from tests.test_hf_export import random_model
 
 N_EXAMPLES = 200
-HELLASWAG = SHARED_DATA / "hellaswag" / "hellaswag_val_preprocessed.jsonl"
-TASK_DIR = "minigpt/hf/lm_eval_tasks"  # relative to the repo root, as in the README
+LAYOUTS = {"hellaswag_local": HELLASWAG_200, "hellaswag_official_layout": HELLASWAG_200_OFFICIAL}  # task -> file
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +42,17 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lm_eval_run(exported, tmp_path_factory):
-    """The README's lm_eval command, run from the repo root with the shipped task folder."""
+    """The README's two commands: write the task (one per file layout, in one folder), then one lm_eval run."""
     _, model_dir = exported
     results_dir = tmp_path_factory.mktemp("lm_eval")
+    task_dir = results_dir / "task"
+    for name, path in LAYOUTS.items():
+        out = run_cli(["minigpt.hf.lm_eval_task", str(task_dir), "--data", str(path), "--name", name], cwd=ROOT)
+        assert out.returncode == 0 and f"--include_path {task_dir}" in out.stdout, out.stderr[-2000:]
     cmd = [
         str(Path(sys.executable).with_name("lm_eval")), "run",
         "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
-        "--tasks", "hellaswag_local", "--include_path", TASK_DIR, "--device", "cpu",
+        "--tasks", ",".join(LAYOUTS), "--include_path", str(task_dir), "--device", "cpu",
         "--batch_size", "16", "--limit", str(N_EXAMPLES), "--output_path", str(results_dir), "--log_samples",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -55,16 +60,20 @@ def lm_eval_run(exported, tmp_path_factory):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(Path(glob.glob(f"{results_dir}/**/results_*.json", recursive=True)[0]).read_text())
-    samples_file = glob.glob(f"{results_dir}/**/samples_hellaswag_local_*.jsonl", recursive=True)[0]
-    samples = sorted((json.loads(line) for line in open(samples_file)), key=lambda s: s["doc_id"])
-    return proc, results["results"]["hellaswag_local"], samples
+    samples = {}
+    for name in LAYOUTS:
+        samples_file = glob.glob(f"{results_dir}/**/samples_{name}_*.jsonl", recursive=True)[0]
+        samples[name] = sorted((json.loads(line) for line in open(samples_file)), key=lambda s: s["doc_id"])
+    return proc, results["results"], samples
 
 
-def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run):
+@pytest.mark.parametrize("task", list(LAYOUTS))
+def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run, task):
     model, _ = exported
-    proc, metrics, samples = lm_eval_run
-    assert "hellaswag_local" in proc.stdout and "acc_norm" in proc.stdout  # the results table
-    examples = [json.loads(line) for line, _ in zip(open(HELLASWAG, encoding="utf-8"), range(N_EXAMPLES))]
+    proc, results, all_samples = lm_eval_run
+    metrics, samples, examples = results[task], all_samples[task], read_jsonl(LAYOUTS[task])
+    assert task in proc.stdout and "acc_norm" in proc.stdout  # the results table
+    assert len(examples) == N_EXAMPLES
     assert [s["doc_id"] for s in samples] == list(range(N_EXAMPLES))
     ours = score_hellaswag(model, examples, "harness")
     theirs = torch.tensor([[float(r[0]) for r in s["filtered_resps"]] for s in samples], dtype=torch.float64)
@@ -85,12 +94,12 @@ def test_lm_eval_matches_minigpt_harness_protocol(exported, lm_eval_run):
 
 
 def test_task_writer_handles_both_hellaswag_layouts(tmp_path):
-    """`python -m minigpt.hf.lm_eval_task` points the task at any file; its docs follow lm-eval's hellaswag."""
+    """The task points at any file; its docs follow lm-eval's hellaswag for both layouts."""
     import datasets
 
-    out = write_task_dir(HELLASWAG, tmp_path / "tasks", name="hs_mine")
+    out = write_task_dir(tmp_path / "tasks", HELLASWAG_200, name="hs_mine")
     yaml = (out / "hs_mine.yaml").read_text()
-    assert "task: hs_mine" in yaml and json.dumps(str(HELLASWAG.resolve())) in yaml
+    assert "task: hs_mine" in yaml and json.dumps(str(HELLASWAG_200.resolve())) in yaml
     spec = importlib.util.spec_from_file_location("task_utils", out / "utils.py")
     utils = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(utils)
@@ -103,3 +112,23 @@ def test_task_writer_handles_both_hellaswag_layouts(tmp_path):
     assert docs[0]["query"] == "Roof shingle removal: A man is sitting on a roof. He"  # lm-eval capitalizes ctx_b
     assert docs[0]["choices"][0] == "a. b" and docs[0]["gold"] == 3
     assert docs2[0]["query"] == "Roof shingle removal: A man is sitting on a roof. he" and docs2[0]["gold"] == 3
+
+
+def test_task_writer_defaults_to_the_cached_official_file(tmp_path, monkeypatch):
+    from minigpt.hf.lm_eval_task import main
+
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    # nothing cached: one line that says how to get the file, exit 2, nothing written
+    out = run_cli(["minigpt.hf.lm_eval_task", str(tmp_path / "t1")], cwd=tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    (line,) = out.stderr.splitlines()
+    assert line.startswith("error: no HellaSwag file given and none cached in ") and "--data <file>" in line
+    assert str(tmp_path / "cache" / "hellaswag" / OFFICIAL_NAME) in line and not (tmp_path / "t1").exists()
+    # a missing --data file is named
+    assert main([str(tmp_path / "t2"), "--data", str(tmp_path / "nope.jsonl")]) == 2
+    # the cached official file (as minigpt's verified download leaves it) is the default
+    cached = tmp_path / "cache" / "hellaswag" / OFFICIAL_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(HELLASWAG_200_OFFICIAL.read_bytes())
+    assert main([str(tmp_path / "t3")]) == 0
+    assert json.dumps(str(cached.resolve())) in (tmp_path / "t3" / "hellaswag_local.yaml").read_text()

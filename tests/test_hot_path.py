@@ -9,9 +9,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from minigpt.checkpoint import list_checkpoints, load_checkpoint
+from minigpt.eval.records import records_path
 from minigpt.perf import PEAK_FLOPS, peak_flops, peak_flops_hint
 from minigpt.trainer import Trainer
-from tests.conftest import read_metrics, tiny_config
+from tests.conftest import HELLASWAG_200, read_metrics, tiny_config
 
 # Ops that make the host wait for the device on a GPU: a scalar read (.item(), float(), bool(), if t:)
 # and ops whose output size depends on the data.
@@ -63,9 +64,12 @@ def test_counter_sees_the_syncs_it_must():
 
 def test_no_host_sync_between_log_steps_and_signals_still_checkpoint(tmp_path):
     """7 steps, log every 3, 2 micro-batches per step, GC every 2: steps 1, 2 and 4 never wait for the
-    device; 3, 6 and 7 log; SIGUSR1 arriving during step 5 (not a log step) is still checkpointed at step 5."""
+    device; 3, 6 and 7 log (and evaluate HellaSwag, writing its per-example records); SIGUSR1 arriving
+    during step 5 (not a log step) is still checkpointed at step 5."""
     cfg = tiny_config("train.num_iterations=7", "train.log_every=3", "train.val_loss_every=0", "train.sample_every=0",
-                      "train.batch_size=2", "train.total_batch_size=256", "train.gc_every=2", "optim.warmup_iters=2")
+                      "train.batch_size=2", "train.total_batch_size=256", "train.gc_every=2", "optim.warmup_iters=2",
+                      "eval=hellaswag", "eval.hellaswag.every=3", "eval.hellaswag.limit=4",
+                      f"eval.hellaswag.path={HELLASWAG_200}")
     trainer = Trainer(cfg, tmp_path)
     assert trainer.grad_accum == 2
     counter, per_step, gc_steps = HostSyncCounter(), {}, []
@@ -94,6 +98,8 @@ def test_no_host_sync_between_log_steps_and_signals_still_checkpoint(tmp_path):
     assert all(syncs[s] >= 1 for s in (3, 5, 6, 7)), syncs  # log steps / the signal step read the device
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(tmp_path)] == [5, 7]
     assert sorted(r["step"] for r in read_metrics(tmp_path) if "train/loss" in r) == [3, 6, 7]
+    assert sorted(r["step"] for r in read_metrics(tmp_path) if "hellaswag/llmc/acc" in r) == [3, 6, 7]
+    assert all(records_path(tmp_path, s).is_file() for s in (3, 6, 7))
 
     # automatic GC off; one collection at start-up (then the survivors are frozen), then every 2 steps
     assert gc_steps[:4] == [(0, False, False), (2, False, True), (4, False, True), (6, False, True)]

@@ -33,8 +33,8 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 def test_lr_10_stops_with_one_error_line_and_keeps_the_good_checkpoints(tmp_path):
     """The issue's case: at lr=10 the quick-start shape goes non-finite after ~11 steps. It used to train on,
     save NaN checkpoints, prune the finite ones and die in sampling; now it stops at the first bad step."""
-    from minigpt.compare import table_rows
-    from minigpt.runs import load_run
+    from minigpt.compare.report import run_table
+    from minigpt.compare.runs import load_run
 
     run_dir = tmp_path / "run"
     res = run_cli(["minigpt.train", *TINY, "model.n_layer=4", "model.n_embd=128", "optim.learning_rate=10",
@@ -65,7 +65,7 @@ def test_lr_10_stops_with_one_error_line_and_keeps_the_good_checkpoints(tmp_path
     assert summary["status"] == "diverged" and summary["error"] == message and summary["step"] == bad_step
     run = load_run(run_dir)
     assert run.status == "diverged"
-    _, rows = table_rows([run])
+    _, rows = run_table([run], protocols=[])
     assert rows[0][-1].startswith("diverged (training diverged at step")
 
 
@@ -197,7 +197,8 @@ def test_without_flock_support_the_run_warns_and_goes_on(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(fcntl, "flock", unsupported)
     with caplog.at_level(logging.WARNING, logger="minigpt"):
-        Trainer(tiny_config(*QUIET, "train.num_iterations=1"), tmp_path).fit()
+        # no warmup, so that a one-step run has no warmup warning either
+        Trainer(tiny_config(*QUIET, "train.num_iterations=1", "optim.warmup_iters=0"), tmp_path).fit()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "does not support flock" in warnings[0] and "without a lock" in warnings[0]
     assert read_summary(tmp_path)["status"] == "finished"

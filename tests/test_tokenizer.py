@@ -1,6 +1,4 @@
 import hashlib
-import os
-
 import pytest
 
 from minigpt.data.tokenizer import (
@@ -11,7 +9,6 @@ from minigpt.data.tokenizer import (
     gpt2_bpe_dir,
 )
 from minigpt.errors import ConfigError
-from tests.conftest import SHARED_DATA
 
 
 def test_offline_gpt2_figures():
@@ -27,21 +24,29 @@ def test_shipped_files_match_tiktoken_pins():
     assert hashlib.sha256((folder / "encoder.json").read_bytes()).hexdigest() == ENCODER_JSON_SHA256
 
 
-def test_same_ids_as_stock_tiktoken_gpt2():
-    """Stock tiktoken.get_encoding('gpt2') from the pre-filled shared cache gives the same ids."""
-    cache = SHARED_DATA / "gpt2" / "tiktoken_cache"
-    if not cache.is_dir():
-        pytest.skip("../shared/data/gpt2/tiktoken_cache not present")
-    import tiktoken
+def test_same_ids_as_stock_tiktoken_gpt2(tmp_path, monkeypatch):
+    """Stock tiktoken.get_encoding('gpt2') gives the same ids as ours.
 
-    old = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
-    try:
-        stock = tiktoken.get_encoding("gpt2")
-    finally:
-        os.environ.pop("TIKTOKEN_CACHE_DIR") if old is None else os.environ.__setitem__("TIKTOKEN_CACHE_DIR", old)
-    text = (SHARED_DATA / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:200_000]
+    tiktoken looks for its downloads in TIKTOKEN_CACHE_DIR under sha1(url); filled with the shipped files
+    (which match its pins, see above), its own gpt2 definition loads offline.
+    """
+    import tiktoken
+    from tiktoken_ext.openai_public import gpt2
+
+    from minigpt.data.corpus import list_plays, play_markdown_to_text
+
+    base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+    for name in ("vocab.bpe", "encoder.json"):
+        key = hashlib.sha1((base + name).encode()).hexdigest()
+        (tmp_path / key).write_bytes((gpt2_bpe_dir() / name).read_bytes())
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    stock = tiktoken.Encoding(**gpt2())  # tiktoken's own recipe; get_encoding would cache it process-wide
+    plays = list_plays()
+    text = "".join(play_markdown_to_text(plays[name].read_text(encoding="utf-8")) for name in ("hamlet", "macbeth"))
+    text += " it's  3.14\t\u00e9t\u00e9 \u65e5\u672c\u8a9e\n\n  \U0001f600 <|endoftext|> don't   "
+    assert len(text) > 200_000
     assert get_gpt2_encoding().encode_ordinary(text) == stock.encode_ordinary(text)
+    assert get_gpt2_encoding().encode(text, allowed_special="all") == stock.encode(text, allowed_special="all")
 
 
 def test_tampered_files_are_rejected(tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """Read an offline W&B run back: `run-<id>.wandb` is a LevelDB-style log of wandb_internal_pb2.Record.
 
-wandb 0.31 no longer ships a Python reader (see ../shared/notes/wandb-offline.md): a 7-byte header,
+wandb 0.31 no longer ships a Python reader, so this is one. The format: a 7-byte header,
 then 32 KiB blocks of chunks (crc32 4 bytes, length 2 bytes LE, type 1 byte: 1 full, 2 first,
 3 middle, 4 last); a block tail shorter than a chunk header is padding.
 """

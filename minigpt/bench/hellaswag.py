@@ -2,7 +2,7 @@
 
     python -m minigpt.bench.hellaswag [--examples 200] [--batch-size 256] [--n-layer 4 --n-embd 128] [--rounds 3]
 
-Both score the same examples of the shared preprocessed file (or --data) with the same random tiny
+Both score the same examples of minigpt's cached HellaSwag file (or --data) with the same random tiny
 GPT on CPU under the `llmc` protocol, from example dicts to predictions (tokenization included), and
 must agree on every prediction; the script prints examples/second for each and the ratio (wall-clock
 and CPU time, best of interleaved rounds).
@@ -11,8 +11,8 @@ and CPU time, best of interleaved rounds).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from minigpt.config import ArchConfig, ModelConfig
 from minigpt.data.tokenizer import get_gpt2_encoding
 from minigpt.eval.hellaswag import score_hellaswag
-from minigpt.eval.hellaswag_data import read_jsonl
+from minigpt.errors import ConfigError
+from minigpt.eval.hellaswag_data import data_file, read_jsonl
 from minigpt.model import GPT
-
-SHARED_FILE = Path(__file__).resolve().parents[2].parent / "shared/data/hellaswag/hellaswag_val_preprocessed.jsonl"
-
 
 @torch.no_grad()
 def one_example_per_forward(model: GPT, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,7 +50,7 @@ def one_example_per_forward(model: GPT, examples: list[dict]) -> tuple[torch.Ten
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(SHARED_FILE), help="a HellaSwag .jsonl (default: the shared offline file)")
+    ap.add_argument("--data", default=None, help="a HellaSwag .jsonl (default: minigpt's cached hellaswag_val.jsonl)")
     ap.add_argument("--examples", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=256, help="rows per forward for the batched evaluator")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best of each side counts")
@@ -62,7 +60,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--block-size", type=int, default=256, help="long enough that no example is truncated")
     args = ap.parse_args(argv)
 
-    examples = read_jsonl(args.data)[: args.examples]
+    try:
+        examples = read_jsonl(data_file(args.data, "--data"))[: args.examples]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     torch.manual_seed(0)
     model_cfg = ModelConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, block_size=args.block_size)
     model = GPT(ArchConfig(), model_cfg).eval()

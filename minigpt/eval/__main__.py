@@ -4,7 +4,10 @@ The model can also be a Hugging Face GPT-2 folder (what `minigpt.checkpoint.load
 
 Overrides use the training config's keys (typed: a typo fails at once), e.g. eval.hellaswag.path=...,
 eval.hellaswag.protocols=[harness], eval.hellaswag.batch_size=128, train.device=cuda,
-train.dtype=bfloat16. Prints one row per protocol: acc, acc_norm, examples, examples/second.
+train.dtype=bfloat16. Prints one row per protocol: acc, acc_norm, examples, examples/second, and
+writes the per-example records next to the model: `<run dir>/hellaswag/step_<step>.parquet` (the
+checkpoint's folder for a checkpoint file), replacing the training-time file of that step, so
+`minigpt.compare` pairs examples on what was evaluated last (e.g. all 10,042 after a limited run).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     from minigpt.checkpoint import load_model
     from minigpt.eval.hellaswag_data import load_hellaswag
+    from minigpt.eval.records import records_path, write_records
     from minigpt.eval.task import check_hellaswag_config, run_protocols
     from minigpt.runtime import pick_device
 
@@ -63,6 +67,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
           f"| dtype {cfg.train.dtype.value}")
     results = run_protocols(model, examples, hc, device, cfg.train.dtype.value, progress=True)
     print(format_table(results))
+    model_path = Path(argv[0])
+    run_dir = model_path if model_path.is_dir() else model_path.parent
+    path = write_records(records_path(run_dir, int(ckpt.get("step", 0))), examples,
+                         {name: r["scores"] for name, r in results.items()}, step=ckpt.get("step"))
+    print(f"per-example records: {path}")
     return results
 
 

@@ -12,8 +12,8 @@ divided by len(choice) in characters, the delimiter not counted (lm_eval/api/tas
 `completion_len = [len(i) for i in choices]`, choices being doc_to_choice's strings).
 
 `score_hellaswag` returns per-example, per-ending scores (for comparisons such as lm-eval parity);
-`evaluate_hellaswag` reduces them to accuracies and all-reduces the counts when torch.distributed is
-initialized.
+`evaluate_hellaswag` reduces them to accuracies, gathering every rank's share of the examples when
+torch.distributed is initialized (so the per-example records cover all examples).
 """
 
 from __future__ import annotations
@@ -167,6 +167,27 @@ def _shard(examples: Sequence[dict]) -> tuple[Sequence[dict], bool]:
     return examples, False
 
 
+def _gather_scores(scores: HellaSwagScores | None, protocol: str, n_total: int, labels: torch.Tensor,
+                   device: torch.device) -> HellaSwagScores:
+    """Every rank's strided share (examples r, r+W, ...) put back in example order, on every rank."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    per_rank = -(-n_total // world)  # ceil: all_gather needs equal shapes, so shares are padded
+    mine = torch.zeros(per_rank, 3, 4, dtype=torch.float64)
+    if scores is not None:
+        n = scores.loglik.shape[0]
+        mine[:n] = torch.stack([scores.loglik, scores.n_tokens.double(), scores.norm], dim=1)
+    # the device the process group uses: NCCL needs CUDA tensors, gloo takes CPU ones
+    parts = [torch.empty_like(mine, device=device) for _ in range(world)]
+    dist.all_gather(parts, mine.to(device))
+    full = torch.empty(n_total, 3, 4, dtype=torch.float64)
+    for r, part in enumerate(parts):
+        n_r = len(range(r, n_total, world))
+        full[r::world] = part.cpu()[:n_r]
+    return HellaSwagScores(protocol, full[:, 0], full[:, 1].long(), full[:, 2], labels)
+
+
 def evaluate_hellaswag(
     model: torch.nn.Module,
     examples: Sequence[dict],
@@ -178,7 +199,11 @@ def evaluate_hellaswag(
     encode: Callable[[str], list[int]] | None = None,
     progress: bool = False,
 ) -> dict:
-    """{"acc", "acc_norm", "n", "seconds", "examples_per_s"} over all examples (all ranks together)."""
+    """{"acc", "acc_norm", "n", "seconds", "examples_per_s", "scores"} over all examples (all ranks together).
+
+    "scores" is the HellaSwagScores of every example in order (gathered from all ranks), for the
+    per-example records (minigpt/eval/records.py).
+    """
     import torch.distributed as dist
 
     t0 = time.perf_counter()
@@ -188,28 +213,21 @@ def evaluate_hellaswag(
     scores = score_hellaswag(
         model, mine, protocol, batch_size=batch_size, device=device, dtype=dtype, encode=encode, progress=progress
     ) if len(mine) else None
-    counts = torch.zeros(3, dtype=torch.float64)
-    if scores is not None:
-        counts += torch.tensor([
-            (scores.pred == scores.labels).sum().item(),
-            (scores.pred_norm == scores.labels).sum().item(),
-            len(mine),
-        ], dtype=torch.float64)
     if distributed:
-        # all_reduce on the device the process group uses (NCCL needs CUDA tensors, gloo takes CPU ones).
         dev = torch.device(device) if device is not None else model_device(unwrap(model))
-        reduced = counts.to(dev)
-        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
-        counts = reduced.cpu()
-    correct, correct_norm, n = counts.tolist()
+        labels = torch.tensor([ex["label"] for ex in examples])
+        scores = _gather_scores(scores, protocol, len(examples), labels, dev)
+    n = len(examples)
+    correct = int((scores.pred == scores.labels).sum()) if n else 0
+    correct_norm = int((scores.pred_norm == scores.labels).sum()) if n else 0
     seconds = time.perf_counter() - t0
-    n = int(n)
     return {
         "acc": correct / max(n, 1),
         "acc_norm": correct_norm / max(n, 1),
         "n": n,
         "seconds": seconds,
         "examples_per_s": n / seconds if seconds > 0 else float("inf"),
+        "scores": scores,
     }
 
 

@@ -2,7 +2,7 @@
 
 Accepted schemas (one JSON object per line):
 - official rowanz/hellaswag `hellaswag_val.jsonl`: ind, activity_label, ctx_a, ctx_b, ctx, endings, label, ...
-- preprocessed copies with only activity_label, ctx, endings, label (e.g. the shared offline file):
+- preprocessed copies with only activity_label, ctx, endings, label (e.g. klosax/hellaswag_text_data):
   `ctx_a`/`ctx_b` are then None and the protocols fall back to `ctx`.
 The download is the official file, checked against its published sha256 before it is cached; if that
 server answers but fails, the HF dataset `Rowan/hellaswag` is tried. Offline with nothing cached,
@@ -111,6 +111,46 @@ def _offline(exc: Exception) -> bool:
     return isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError)
 
 
+def default_cache_dir() -> Path:
+    """eval.hellaswag.cache_dir as the config resolves it: $MINIGPT_CACHE/hellaswag, default ~/.cache/minigpt/hellaswag."""
+    from omegaconf import OmegaConf
+
+    from minigpt.config import HellaSwagConfig
+
+    return Path(OmegaConf.to_object(OmegaConf.structured(HellaSwagConfig)).cache_dir).expanduser()
+
+
+def cached_file(cache_dir: str | os.PathLike) -> Path | None:
+    """The official file minigpt downloaded and verified into cache_dir (else its HF copy), if any."""
+    for name in (OFFICIAL_NAME, HF_NAME):
+        if (Path(cache_dir) / name).is_file():
+            return Path(cache_dir) / name
+    return None
+
+
+def how_to_get(cache_dir: str | os.PathLike, option: str = "eval.hellaswag.path=<file>") -> str:
+    return (
+        f"download {OFFICIAL_URL} (sha256 {OFFICIAL_SHA256[:12]}...) and pass {option} "
+        f"or save it as {Path(cache_dir) / OFFICIAL_NAME}"
+    )
+
+
+def data_file(path: str | None, flag: str = "--data") -> Path:
+    """For tools outside training (lm-eval task, bench): `path` if given, else the cached official file.
+
+    Raises ConfigError (one line, naming the command-line `flag`) when the file is missing or nothing is cached.
+    """
+    if path:
+        if not Path(path).expanduser().is_file():
+            raise ConfigError(f"{flag} {path}: no such file: pass the path of a hellaswag_val.jsonl")
+        return Path(path).expanduser()
+    cache = default_cache_dir()
+    found = cached_file(cache)
+    if found is None:
+        raise ConfigError(f"no HellaSwag file given and none cached in {cache}: {how_to_get(cache, f'{flag} <file>')}")
+    return found
+
+
 def load_hellaswag(hc, log: Callable[[str], None] = print) -> list[dict]:
     """Examples from `hc` (a HellaSwagConfig): hc.path, else the cache in hc.cache_dir, else a download
     from hc.url (the official file or a mirror of it: the sha256 is checked either way).
@@ -124,14 +164,10 @@ def load_hellaswag(hc, log: Callable[[str], None] = print) -> list[dict]:
             raise ConfigError(f"eval.hellaswag.path={hc.path} does not exist: point it at hellaswag_val.jsonl")
         return read_jsonl(path)
     cache = Path(hc.cache_dir).expanduser()
-    for name in (OFFICIAL_NAME, HF_NAME):
-        if (cache / name).is_file():
-            return read_jsonl(cache / name)
+    if (found := cached_file(cache)) is not None:
+        return read_jsonl(found)
     url = hc.url or OFFICIAL_URL
-    how = (
-        f"download {OFFICIAL_URL} (sha256 {OFFICIAL_SHA256[:12]}...) and pass eval.hellaswag.path=<file> "
-        f"or save it as {cache / OFFICIAL_NAME}"
-    )
+    how = how_to_get(cache)
     if not hc.download:
         raise HellaSwagUnavailable(f"HellaSwag data not found and eval.hellaswag.download=false: {how}")
     try:

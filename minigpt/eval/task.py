@@ -1,7 +1,9 @@
 """HellaSwag as a periodic training task: `eval=hellaswag` (every `eval.hellaswag.every` steps and at the end).
 
 The data is loaded when the trainer is built; if it cannot be found (offline, nothing cached) the run
-logs one warning line and trains without the eval rather than crashing.
+logs one warning line and trains without the eval rather than crashing. Each evaluation also writes
+the per-example records (`<run dir>/hellaswag/step_<step>.parquet`, minigpt/eval/records.py) and hands
+the file to the loggers (W&B keeps the last one as an artifact).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from minigpt.errors import ConfigError
 from minigpt.eval.hellaswag import evaluate_hellaswag, get_protocol, hellaswag_metrics
 from minigpt.eval.hellaswag_data import HellaSwagUnavailable, load_hellaswag
+from minigpt.eval.records import RECORDS_ARTIFACT, records_path, write_records
 from minigpt.tasks import EVAL_TASKS, PeriodicTask
 
 log = logging.getLogger("minigpt")
@@ -57,9 +60,15 @@ def hellaswag_tasks(cfg) -> list[PeriodicTask]:
                 f"step {trainer.step:6d} | hellaswag {name} acc {r['acc']:.4f} acc_norm {r['acc_norm']:.4f} "
                 f"(n={r['n']}, {r['examples_per_s']:.1f} ex/s)"
             )
+        if trainer.dist.is_main:  # every rank holds all scores; one writes
+            path = write_records(records_path(trainer.run_dir, trainer.step), examples,
+                                 {name: r["scores"] for name, r in results.items()}, step=trainer.step)
+            trainer.logger.log_file(path, RECORDS_ARTIFACT)
         return hellaswag_metrics(results)
 
-    return [PeriodicTask("hellaswag", hc.every, run)]
+    # hellaswag_metrics names the keys; any numbers give the same names
+    names = tuple(hellaswag_metrics({name: {"acc": 0.0, "acc_norm": 0.0} for name in hc.protocols}))
+    return [PeriodicTask("hellaswag", hc.every, run, metrics=names)]
 
 
 EVAL_TASKS["hellaswag"] = hellaswag_tasks

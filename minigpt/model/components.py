@@ -81,10 +81,14 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("sin", emb.sin(), persistent=False)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Rotate x of shape (B, H, T, head_dim); positions default to 0..T-1."""
+        """Rotate x of shape (B, H, T, head_dim); positions (T,) or (B, T) default to 0..T-1."""
         T = x.size(-2)
-        cos = self.cos[:T] if positions is None else self.cos[positions]
-        sin = self.sin[:T] if positions is None else self.sin[positions]
+        if positions is None:
+            cos, sin = self.cos[:T], self.sin[:T]
+        else:  # (T,) shared by the batch, or (B, T) per row: broadcast over the heads
+            cos, sin = self.cos[positions], self.sin[positions]
+            if positions.dim() == 2:
+                cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
         return (x.float() * cos + rotated.float() * sin).to(x.dtype)
@@ -118,7 +122,9 @@ class CausalSelfAttention(nn.Module):
             else None
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Causal by default; `positions` and a boolean `attn_mask` serve packed scoring (see GPT.body)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(
             [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
@@ -127,8 +133,8 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, enable_gqa=self.n_kv_head != self.n_head
+            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None, enable_gqa=self.n_kv_head != self.n_head
         )
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))

@@ -63,8 +63,9 @@ class Block(nn.Module):
         self.ln_2 = make_norm(arch, model.n_embd)
         self.mlp = make_mlp(arch, model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), positions, attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -108,19 +109,25 @@ class GPT(nn.Module):
         # all padded rows on every device (aligned matmuls; the padding gets -inf logits inside the loss)
         return None, linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size)
 
-    def body(self, idx: torch.Tensor) -> torch.Tensor:
+    def body(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
+             attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Everything but the LM head: the final-norm hidden states (B, T, n_embd).
 
         Split from `head` so scorers (HellaSwag) can apply the vocab-sized head only where they need it.
+        Scorers that pack several continuations of one context into a row also pass each token's
+        `positions` (B, T) and a boolean `attn_mask` (B, 1, T, T; True = may attend) instead of the
+        causal default.
         """
         B, T = idx.shape
-        if T > self.block_size:
+        if positions is None and T > self.block_size:
             raise ValueError(f"sequence length {T} exceeds the model context {self.block_size}")
+        if positions is not None and int(positions.max()) >= self.block_size:
+            raise ValueError(f"position {int(positions.max())} exceeds the model context {self.block_size}")
         x = self.wte(idx)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))
+            x = x + self.wpe(torch.arange(T, device=idx.device) if positions is None else positions)
         for block in self.h:
-            x = block(x)
+            x = block(x, positions, attn_mask)
         return self.ln_f(x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:

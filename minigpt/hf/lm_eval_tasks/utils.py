@@ -1,7 +1,8 @@
 """process_docs for the local HellaSwag task: lm-eval's own hellaswag preprocessing, for both file layouts.
 
 The official hellaswag_val.jsonl has ctx_a / ctx_b (joined as lm-eval does: ctx_a + " " + ctx_b.capitalize());
-the preprocessed copy in shared/data has only `ctx`. Text cleaning is lm-eval's `preprocess`, imported, not copied.
+preprocessed copies (e.g. klosax/hellaswag_text_data) have only `ctx`. Text cleaning is lm-eval's
+`preprocess`, imported, not copied.
 """
 
 from lm_eval.tasks.hellaswag.utils import preprocess

@@ -1,9 +1,10 @@
-"""Reading finished, running and failed runs back: from run directories or from the W&B API.
+"""Reading finished, running and failed runs back from run directories (the W&B API: wandb_runs.py).
 
 A run directory holds `metrics.jsonl` (the source of truth), `.hydra/config.yaml` (the resolved
-config) and `run_summary.json` (status, wall time, cost: minigpt/run_record.py). Anything may be
-missing or truncated (a crashed or half-written run): loading never raises for that, the run just
-shows what it has and its status says why.
+config), `run_summary.json` (status, wall time, cost: minigpt/run_record.py) and the per-example
+HellaSwag records `hellaswag/step_<step>.parquet` (minigpt/eval/records.py). Anything may be missing
+or truncated (a crashed or half-written run): loading never raises for that, the run just shows what
+it has and its status says why.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minigpt.errors import ConfigError
+from minigpt.eval.records import records_files
 from minigpt.run_record import SUMMARY_FILE, read_summary
 
 STALE_S = 600  # a run without run_summary.json whose metrics stopped moving this long ago is not running
@@ -31,6 +33,7 @@ class Run:
     overrides: list[str] = field(default_factory=list)  # .hydra/overrides.yaml: a sweep job's axes
     status: str = "failed"
     note: str = ""  # why a run is failed/unknown, shown in the report
+    records: Path | None = None  # the last per-example HellaSwag records file
 
     def cfg(self, dotted: str, default=None):
         node = self.config
@@ -48,6 +51,30 @@ class Run:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf"):
                 out.append((int(r.get("step", 0)), float(v)))
         return out
+
+    def last(self, key: str) -> float | None:
+        points = self.series(key)
+        return points[-1][1] if points else None
+
+    def best(self, key: str, higher: bool = True) -> float | None:
+        values = [v for _, v in self.series(key)]
+        return (max(values) if higher else min(values)) if values else None
+
+    @property
+    def seed(self) -> tuple | None:
+        """(init seed, data seed) as the trainer used them; None without a config."""
+        seed = self.cfg("train.seed")
+        if seed is None:
+            return None
+        init, data = self.cfg("train.init_seed"), self.cfg("train.data_seed")
+        return (seed if init is None else init, seed if data is None else data)
+
+    @property
+    def seed_label(self) -> str:
+        if self.seed is None:
+            return "-"
+        init, data = self.seed
+        return str(init) if init == data else f"{init}/{data}"
 
     def tokens_at(self, step: int) -> float:
         """Tokens seen after `step` (from train/tokens rows; logging may skip steps, so scale the rate)."""
@@ -158,6 +185,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     d = Path(run_dir)
     run = Run(name=d.name, config=_read_config(d), rows=_read_rows(d / "metrics.jsonl"), summary=read_summary(d) or {},
               overrides=_read_overrides(d))
+    run.records = next(reversed(records_files(d).values()), None)
     metrics = d / "metrics.jsonl"
     run.status, run.note = infer_status(run, metrics.stat().st_mtime if metrics.exists() else None)
     return run
@@ -165,63 +193,3 @@ def load_run(run_dir: str | os.PathLike) -> Run:
 
 def load_runs(paths: list[str | os.PathLike]) -> list[Run]:
     return [load_run(d) for d in find_run_dirs(paths)]
-
-
-# ---------------------------------------------------------------------------------------------- W&B
-
-_WANDB_STATES = {"finished": "finished", "running": "running", "crashed": "failed", "failed": "failed", "killed": "failed"}
-
-
-def _unflatten(flat: dict) -> dict:
-    tree: dict = {}
-    for key, value in flat.items():
-        node = tree
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        if isinstance(node, dict):
-            node[last] = value
-    return tree
-
-
-def load_wandb_runs(spec: str) -> list[Run]:
-    """Runs of ENTITY/PROJECT[/GROUP] from the W&B API (needs network and an API key)."""
-    parts = spec.strip("/").split("/")
-    if len(parts) not in (2, 3):
-        raise ConfigError(f"--wandb {spec!r}: expected ENTITY/PROJECT or ENTITY/PROJECT/GROUP")
-    import wandb
-
-    from minigpt.wandb_logger import _base_url, has_api_key, server_reachable
-
-    if not has_api_key():
-        raise ConfigError("--wandb needs a W&B API key (WANDB_API_KEY or `wandb login`); or pass run directories")
-    if not server_reachable():
-        raise ConfigError(f"--wandb: {_base_url()} is not reachable; without network, pass the run directories instead")
-    try:
-        api = wandb.Api(timeout=30)
-        found = api.runs("/".join(parts[:2]), filters={"group": parts[2]} if len(parts) == 3 else None)
-        runs = []
-        for r in found:
-            summary = {k: v for k, v in r.summary.items() if not k.startswith("_")}
-            rows = [
-                {"step": row.get("_step", 0), **{k: v for k, v in row.items() if not k.startswith("_")}}
-                for row in r.scan_history()
-            ]
-            run = Run(name=r.name, config=_unflatten(dict(r.config)), rows=rows, summary={})
-            run.summary = {
-                "wall_s": (summary.get("run/wall_hours") or 0) * 3600 or None,
-                "gpu_hours": summary.get("run/gpu_hours"),
-                "cost": summary.get("run/cost"),
-                "cost_unit": run.cfg("cluster.cost_unit"),
-                "params": summary.get("run/params"),
-            }
-            run.status = _WANDB_STATES.get(r.state, r.state)
-            runs.append(run)
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - network, auth, unknown project: one line, not a traceback
-        raise ConfigError(f"could not read {spec} from W&B ({type(exc).__name__}: {exc}); "
-                          "without network, pass the run directories instead") from exc
-    if not runs:
-        raise ConfigError(f"no W&B runs in {spec}")
-    return runs

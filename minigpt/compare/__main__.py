@@ -1,0 +1,5 @@
+import sys
+
+from minigpt.compare.cli import main
+
+sys.exit(main())

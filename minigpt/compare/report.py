@@ -1,0 +1,210 @@
+"""The comparison report: runs table, per-group statistics and verdicts, as markdown (report.md) and plots.
+
+To add a per-group column (e.g. tokens to reach the baseline's final val loss), append a
+`GroupColumn` to `EXTRA_GROUP_COLUMNS`: its `value(group, table)` gets the group and its table (so
+`table.baseline` is at hand) and returns the cell's text.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from minigpt.compare import stats
+from minigpt.compare.groups import Group, Table, build_tables, group_runs
+from minigpt.compare.plots import hellaswag_protocols, plot_forest, plot_hellaswag, plot_val_loss
+from minigpt.compare.runs import Run
+from minigpt.compare.verdicts import VAL_LOSS, Verdict, correctness, fmt_p, hellaswag_metric, table_verdicts
+
+
+def _si(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+def _median(run: Run, key: str) -> float | None:
+    values = [v for _, v in run.series(key)]
+    return statistics.median(values) if values else None
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    rows = [[c.replace("|", "\\|") for c in r] for r in rows]  # a pipe inside a cell (|Δ|) must not end it
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def final_hellaswag(run: Run, protocol: str) -> float | None:
+    """acc_norm of the last per-example records (what the paired test uses), else the last logged value."""
+    rec = correctness(run.records, protocol) if run.records else None
+    return float(rec[1].mean()) if rec is not None else run.last(f"hellaswag/{protocol}/acc_norm")
+
+
+def run_table(runs: list[Run], protocols: list[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "arch", "model", "seed", "params", "tokens", "val loss",
+              *[f"HellaSwag {p} acc_norm" for p in protocols], "tokens/s", "MFU", "wall", "GPU-h", "cost", "status"]
+    rows = []
+    for run in runs:
+        s = run.summary
+        tokens = run.last("train/tokens") or s.get("tokens")
+        val = run.last("val/loss")
+        best = [run.best(f"hellaswag/{p}/acc_norm") for p in protocols]
+        mfu = _median(run, "train/mfu")
+        gpu_h, cost = s.get("gpu_hours"), s.get("cost")
+        unit = s.get("cost_unit") or run.cfg("cluster.cost_unit") or ""
+        status = run.status + (f" ({run.note})" if run.note else "")
+        rows.append([
+            run.name, str(run.cfg("arch.name", "-")), str(run.cfg("model.name", "-")), run.seed_label,
+            _si(s.get("params")), _si(tokens), f"{val:.4f}" if val is not None else "-",
+            *[f"{b:.4f}" if b is not None else "-" for b in best],
+            _si(_median(run, "train/tokens_per_s")), f"{100 * mfu:.1f}%" if mfu is not None else "-",
+            _duration(s.get("wall_s")), f"{gpu_h:.2f}" if gpu_h is not None else "-",
+            f"{cost:.2f} {unit}".strip() if cost is not None else "-", status,
+        ])
+    return header, rows
+
+
+# ---------------------------------------------------------------------------------------------- groups
+
+
+@dataclass
+class GroupColumn:
+    header: str
+    value: Callable[[Group, Table], str]
+
+
+def mean_ci(values, digits: int = 4) -> str:
+    """`mean ± half-width of the 95% CI` (just the mean for one value)."""
+    s = stats.summarize(values)
+    if s is None:
+        return "-"
+    if s.n < 2:
+        return f"{s.mean:.{digits}f}"
+    return f"{s.mean:.{digits}f} ± {s.half_width:.{digits}f}"
+
+
+def _std(values, digits: int = 4) -> str:
+    s = stats.summarize(values)
+    return f"{s.std:.{digits}f}" if s is not None and not math.isnan(s.std) else "-"
+
+
+def _cost(group: Group, table: Table) -> str:
+    costs = [r.summary.get("cost") for r in group.runs if r.summary.get("cost") is not None]
+    if not costs:
+        return "-"
+    unit = group.runs[0].summary.get("cost_unit") or group.runs[0].cfg("cluster.cost_unit") or ""
+    return f"{sum(costs):.2f} {unit}".strip()
+
+
+def group_columns(protocols: list[str]) -> list[GroupColumn]:
+    cols = [
+        GroupColumn("n", lambda g, t: str(len(g.runs)) + (f" (+{len(g.left_out)} left out)" if g.left_out else "")),
+        GroupColumn("val loss (mean ± 95% CI)", lambda g, t: mean_ci([r.last("val/loss") for r in g.runs])),
+        GroupColumn("val loss std", lambda g, t: _std([r.last("val/loss") for r in g.runs])),
+    ]
+    for p in protocols:
+        key = f"hellaswag/{p}/acc_norm"
+        cols += [
+            GroupColumn(f"HellaSwag {p} final", lambda g, t, p=p: mean_ci([final_hellaswag(r, p) for r in g.runs])),
+            GroupColumn(f"HellaSwag {p} std", lambda g, t, p=p: _std([final_hellaswag(r, p) for r in g.runs])),
+            GroupColumn(f"HellaSwag {p} best", lambda g, t, k=key: mean_ci([r.best(k) for r in g.runs])),
+        ]
+    cols += [
+        GroupColumn("tokens/s", lambda g, t: mean_ci([_median(r, "train/tokens_per_s") for r in g.runs], 0)),
+        GroupColumn("cost (all runs)", _cost),
+    ]
+    return cols + EXTRA_GROUP_COLUMNS
+
+
+EXTRA_GROUP_COLUMNS: list[GroupColumn] = []  # other modules append here (see the module docstring)
+
+
+def group_table(table: Table, protocols: list[str]) -> str:
+    cols = group_columns(protocols)
+    rows = [[g.label + (" (baseline)" if g is table.baseline else ""), *(c.value(g, table) for c in cols)]
+            for g in table.groups]
+    return markdown_table(["group", *(c.header for c in cols)], rows)
+
+
+def verdict_table(verdicts: list[Verdict]) -> str:
+    rows = []
+    for v in verdicts:
+        if v.diff is None:
+            rows.append([v.group.label, v.metric, "-", "-", "-", v.reason, v.verdict, v.seeds])
+            continue
+        d = v.diff
+        rows.append([v.group.label, v.metric, f"{d.delta:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]", fmt_p(d.p),
+                     fmt_p(v.p_holm), d.test, v.verdict, v.seeds])
+    return markdown_table(["group", "metric", "Δ vs baseline [95% CI]", "p", "p (Holm)", "test", "verdict",
+                           "seeds needed"], rows)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def build_report(runs: list[Run], source: str, baseline: str | None = None,
+                 effect: float | None = None) -> tuple[str, list[Table], list[list[Verdict]], list[str], list[str]]:
+    """(markdown text, tables, verdicts per table, protocols, warnings); no files written."""
+    protocols = hellaswag_protocols(runs)
+    groups = group_runs(runs)
+    tables = build_tables(groups, baseline)
+    left_out = [r for r in runs if r.status != "finished"]
+    lines = [f"# Ablation report: {len(runs)} runs, {len(groups)} groups", "", f"Source: `{source}`", "",
+             "## Runs", "", markdown_table(*run_table(runs, protocols)), ""]
+    if left_out:
+        listed = ", ".join(f"{r.name} ({r.status})" for r in left_out)
+        lines += [f"{len(left_out)} of {len(runs)} runs left out of the statistics (not finished): {listed}.", ""]
+    lines += ["tokens/s and MFU are medians over logged steps; GPU-hours = wall time x GPUs; "
+              "cost = GPU-hours x the cluster's rate.", ""]
+    all_verdicts, warnings = [], []
+    for i, table in enumerate(tables, 1):
+        verdicts, table_warnings = table_verdicts(table, protocols, effect)
+        all_verdicts.append(verdicts)
+        warnings += table_warnings
+        head = f"## Table {i}: {table.title}" if len(tables) > 1 else "## Groups"
+        base = f" (baseline: {table.baseline.label})" if table.baseline else ""
+        lines += [head + base, "", group_table(table, protocols), ""]
+        if table.note:
+            lines += [table.note, ""]
+        if verdicts:
+            n_tests = len(table.groups) - 1
+            lines += [f"### Verdicts vs {table.baseline.label}", "", verdict_table(verdicts), "",
+                      f"p (Holm): p-values Holm-corrected over the tested comparisons of each metric in this table "
+                      f"(up to {n_tests}); `better`/`worse` when below {stats.ALPHA}. The 95% CI is per comparison. "
+                      f"Seeds needed: seeds per group for {stats.POWER:.0%} power at alpha {stats.ALPHA} to detect "
+                      + (f"a difference of {effect}" if effect else "the observed difference") + ".", ""]
+            lines += [f"Refused: {w}" for w in table_warnings] + ([""] if table_warnings else [])
+    return "\n".join(lines), tables, all_verdicts, protocols, warnings
+
+
+def write_report(runs: list[Run], out_dir: Path, source: str, baseline: str | None = None,
+                 effect: float | None = None) -> tuple[str, list[Path], list[str]]:
+    """Write report.md and its plots; returns (the markdown without plot links, files written, warnings)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text, tables, verdicts, protocols, warnings = build_report(runs, source, baseline, effect)
+    groups = [g for t in tables for g in t.groups]
+    metrics = [VAL_LOSS, *(hellaswag_metric(p) for p in protocols)]
+    plots = [p for p in (plot_val_loss(groups, out_dir), plot_hellaswag(groups, protocols, out_dir),
+                         plot_forest(tables, verdicts, metrics, out_dir)) if p]
+    report = out_dir / "report.md"
+    report.write_text(text + "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
+    return text, [report, *plots], warnings
