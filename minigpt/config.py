@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from minigpt.rundir import register_resolvers
 
 
 class PosEncoding(str, Enum):
@@ -140,6 +143,7 @@ class TrainConfig:
     init_from: Optional[str] = None
     peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
     objective: Optional[str] = None  # a final metric (e.g. val/loss) that the job returns, for Optuna sweeps
+    rerun: bool = False  # train a finished (or any earlier) run in this run dir again, from scratch (minigpt/rundir.py)
 
     # Separate seeds let a sweep tell initialisation noise from data-order noise; `seed` alone sets both.
     @property
@@ -166,6 +170,16 @@ class LoggerConfig:
 
 
 @dataclass
+class GPUConfig:
+    """One GPU type (conf/cluster/gpu/): its memory and dense tensor-core peak, for `python -m minigpt.plan` and MFU."""
+
+    name: str = MISSING
+    device_match: str = MISSING  # a substring of torch.cuda.get_device_name() that identifies this type
+    memory_gb: float = MISSING  # GiB (2^30 bytes), as nvidia-smi and torch report it
+    peak_tflops: Dict[str, float] = field(default_factory=dict)  # per train.dtype; float32 means TF32
+
+
+@dataclass
 class ClusterConfig:
     """Where runs execute: `local` (this machine) or a SLURM preset (conf/cluster/), which selects Hydra's
     submitit launcher and fills `hydra.launcher` from these fields; override them as cluster.<field>=..."""
@@ -178,15 +192,20 @@ class ClusterConfig:
     nodes: int = 1
     tasks_per_node: int = 1  # processes per node (one per GPU once training is data-parallel)
     gpus_per_node: Optional[int] = None  # generic `--gpus-per-node`; HPRC presets use `gres` instead
+    max_gpus_per_node: Optional[int] = None  # GPUs a node has (Grace: 2), checked by the forecast; None: unknown
+    gpu: Optional[GPUConfig] = None  # the GPU type (cluster/gpu=a100_40gb|a100_80gb|h100|h200); None: none named
     gres: Optional[str] = None  # e.g. gpu:a100:2
     cpus_per_task: Optional[int] = None
     mem_gb: Optional[int] = None
     time_min: int = 60  # job time limit; a job that reaches it is checkpointed and requeued
+    max_time_min: Optional[int] = None  # the partition's longest allowed time limit (`sinfo -o "%P %l"`); None: unknown
     max_requeues: int = 3  # times a job may be requeued at its time limit (submitit's max_num_timeout)
     signal_delay_s: int = 120  # SIGUSR2 this many seconds before the time limit: time to checkpoint
     setup: List[str] = field(default_factory=list)  # shell lines run before the job (module load, venv)
-    # What one GPU-hour costs here, for the comparison report and W&B (dollars, HPRC service units...).
+    # What an hour costs here, for the forecast, the comparison report and W&B (dollars, HPRC service units...):
+    # per GPU, plus per node for clusters that bill whole nodes (HPRC bills GPU jobs as whole nodes).
     gpu_hour_cost: float = 0.0
+    node_hour_cost: float = 0.0
     cost_unit: str = "USD"
 
 
@@ -228,6 +247,7 @@ def register_configs() -> None:
 
 
 register_configs()
+register_resolvers()  # ${minigpt.run_hash:} / ${minigpt.run_name:} in hydra.run.dir and the sweeps' subdirs
 
 
 def to_container(cfg: Any) -> dict:

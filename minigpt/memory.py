@@ -80,6 +80,23 @@ def activation_bytes_per_token(arch: ArchConfig, model: ModelConfig, half: bool)
     return model.n_layer * (2 * norm + attn + mlp) + norm + INT64
 
 
+def lean_loss_bytes(tokens: int, width: int, head_rows: int, half: bool) -> int:
+    """The lean loss at its largest (minigpt/model/loss.py), also the forecast's (minigpt/plan/memory.py).
+
+    Its input (the float32 final-norm output), grad_x and grad_w (held from its forward to its backward),
+    one chunk of float32 logits (softmax computed in place) and the largest temporary next to it.
+    """
+    rows = chunk_rows(tokens, head_rows, CHUNK_ELEMENTS)
+    held = 2 * FP32 * tokens * width + FP32 * head_rows * width
+    softmax = rows * head_rows * FP32
+    if half:  # autocast's cached 16-bit head weight; 16-bit copies of softmax and inputs, matmul outputs, casts
+        chunk = softmax + HALF * head_rows * width + max(rows * head_rows * HALF + HALF * (head_rows + rows) * width,
+                                                         (HALF + FP32) * head_rows * width)
+    else:  # the larger matmul output next to the softmax: this chunk's grad_x rows or its grad_w
+        chunk = softmax + FP32 * max(rows, head_rows) * width
+    return held + chunk
+
+
 def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
     """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less)."""
     from minigpt.trainer import validate_train_config
@@ -100,17 +117,7 @@ def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
     grads = FP32 * params
     activations = activation_bytes_per_token(arch, model, half) * tokens + (HALF * body_linear if half else 0)
 
-    # The lean loss: its input (the float32 final-norm output), grad_x and grad_w (held from its forward to its
-    # backward), one chunk of float32 logits (softmax computed in place) and the largest temporary next to it.
-    rows = chunk_rows(tokens, head_rows, CHUNK_ELEMENTS)
-    held = 2 * FP32 * tokens * h + FP32 * head_rows * h
-    softmax = rows * head_rows * FP32
-    if half:  # autocast's cached 16-bit head weight; 16-bit copies of softmax and inputs, matmul outputs, casts
-        chunk = softmax + HALF * head_rows * h + max(rows * head_rows * HALF + HALF * (head_rows + rows) * h,
-                                                     (HALF + FP32) * head_rows * h)
-    else:  # the larger matmul output next to the softmax: this chunk's grad_x rows or its grad_w
-        chunk = softmax + FP32 * max(rows, head_rows) * h
-    loss = held + chunk
+    loss = lean_loss_bytes(tokens, h, head_rows, half)
 
     earlier_grads = grads if grad_accum > 1 else 0
     end_of_forward = weights + optimizer + earlier_grads + activations + loss

@@ -1,9 +1,8 @@
 """Throughput, MFU, peak memory and GC scheduling for the training loop.
 
-Peak numbers are dense (no sparsity) tensor-core FLOP/s per GPU from the vendor data sheets, keyed
-by the exact `torch.cuda.get_device_name()` string: an H100 PCIe is not an H100 SXM (756 vs 989
-TFLOP/s bf16), so a substring match would under-report its MFU by a quarter. Unknown devices (CPUs,
-other GPUs) give no MFU unless `train.peak_flops` supplies the peak.
+The GPU types and their dense (no sparsity) tensor-core peaks live in one table, the presets
+`conf/cluster/gpu/*.yaml` (from the vendors' data sheets), which the forecast (`python -m minigpt.plan`)
+reads too. Unknown devices (CPUs, other GPUs) give no MFU unless `train.peak_flops` supplies the peak.
 """
 
 from __future__ import annotations
@@ -13,31 +12,40 @@ import gc
 import resource
 import sys
 import time
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 
-
-def _dense(with_sparsity: float) -> float:
-    """Data sheets print tensor-core peaks "with sparsity" (2:4); dense matmuls get half."""
-    return with_sparsity / 2
+GPU_PRESETS = Path(__file__).resolve().parents[1] / "conf" / "cluster" / "gpu"
 
 
-# Exact device name -> {dtype: peak FLOP/s}; float32 means TF32 tensor cores (on: runtime.configure_backends).
-_A100 = {"bfloat16": 312e12, "float16": 312e12, "float32": 156e12}  # A100 data sheet (dense figures)
-_H100_SXM = {"bfloat16": _dense(1979e12), "float16": _dense(1979e12), "float32": _dense(989e12)}
-_H100_PCIE = {"bfloat16": _dense(1513e12), "float16": _dense(1513e12), "float32": _dense(756e12)}
-_H100_NVL = {"bfloat16": _dense(1671e12), "float16": _dense(1671e12), "float32": _dense(835e12)}
-PEAK_FLOPS: dict[str, dict[str, float]] = {
-    "NVIDIA A100-SXM4-40GB": _A100,
-    "NVIDIA A100-SXM4-80GB": _A100,
-    "NVIDIA A100-PCIE-40GB": _A100,
-    "NVIDIA A100 80GB PCIe": _A100,
-    "NVIDIA H100 80GB HBM3": _H100_SXM,  # H100 SXM5
-    "NVIDIA H100 PCIe": _H100_PCIE,
-    "NVIDIA H100 NVL": _H100_NVL,
-    "NVIDIA H200": _H100_SXM,  # H200 SXM: the H100 SXM's compute, more and faster memory
-    "NVIDIA H200 NVL": _H100_NVL,
-}
+@lru_cache(maxsize=1)
+def gpu_types() -> dict:
+    """name -> GPUConfig for every preset in conf/cluster/gpu/."""
+    from omegaconf import OmegaConf
+
+    from minigpt.config import GPUConfig
+
+    types = {}
+    for path in sorted(GPU_PRESETS.glob("*.yaml")):
+        spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GPUConfig), OmegaConf.load(path)))
+        types[spec.name] = spec
+    return types
+
+
+def match_gpu(name: str, memory_gb: float | None = None):
+    """The GPU type whose `device_match` is in a device name (the longest match: "H100 PCIe" over "H100");
+    among equals (A100 40GB / 80GB) the one whose memory is closest to `memory_gb`. None if unknown."""
+    found = [t for t in gpu_types().values() if t.device_match in name]
+    if not found:
+        return None
+    longest = max(len(t.device_match) for t in found)
+    found = [t for t in found if len(t.device_match) == longest]
+    if memory_gb is not None:
+        found.sort(key=lambda t: abs(t.memory_gb - memory_gb))
+    return found[0]
+
 
 
 def device_name(device: torch.device) -> str:
@@ -47,10 +55,13 @@ def device_name(device: torch.device) -> str:
 
 
 def peak_flops(name: str, dtype: str, override: float | None = None) -> float | None:
-    """Peak FLOP/s for an exact device name and dtype; `override` wins; None when unknown."""
+    """Peak FLOP/s for a device name (as `torch.cuda.get_device_name()` prints it) and dtype; `override` wins; None when unknown."""
     if override:
         return float(override)
-    return PEAK_FLOPS.get(name.strip(), {}).get(str(getattr(dtype, "value", dtype)))
+    gpu, dtype = match_gpu(name), str(getattr(dtype, "value", dtype))
+    if gpu is None or dtype not in gpu.peak_tflops:
+        return None
+    return gpu.peak_tflops[dtype] * 1e12
 
 
 def peak_flops_hint(name: str, dtype: str) -> str:

@@ -170,8 +170,9 @@ def _nothing_to_train(trainer: "Trainer", path: Path, own: bool) -> str:
     step, total = trainer.step, trainer.cfg.train.num_iterations
     more = f"train.num_iterations=<more than {step}> (the lr schedule is recomputed for the new length)"
     if own:
-        return (f"{trainer.run_dir} already finished (step {step} of train.num_iterations={total}): nothing to "
-                f"train. To start fresh use a new hydra.run.dir; to train it further rerun with {more}")
+        from minigpt.rundir import finished_message
+
+        return finished_message(trainer.run_dir, step, total)  # the same line as a rerun skipped before any set-up
     return (f"train.resume={trainer.cfg.train.resume}: {path.name} is at step {step}, already "
             f"train.num_iterations={total}: nothing to train; to continue training from it set {more}")
 

@@ -6,16 +6,21 @@ final, or asked for by a signal), about once a minute while logging, and at the 
 `interrupted` (Ctrl-C, or stopped before the last step to be requeued). A kill -9 therefore loses
 at most the time since the last checkpoint, which is also all the training it loses. A resumed run
 adds its wall time, GPU-hours and cost to the earlier segments' (each segment priced with its own
-GPU count). GPU-hours are wall time times the number of GPUs (world size on CUDA, 0 on CPU), and
-cost is GPU-hours times the cluster preset's `cluster.gpu_hour_cost`. A segment's wall time starts
-when its Trainer is built (data and model set-up included). `minigpt.compare` reads this file.
+GPU count). GPU-hours are wall time times the number of GPUs (world size on CUDA, 0 on CPU); cost is
+wall hours x (nodes x `cluster.node_hour_cost` + GPUs x `cluster.gpu_hour_cost`). A segment's wall
+time starts when its Trainer is built (data and model set-up included). It also keeps the model's
+shape and dtype, the median training tokens/s and the peak memory (`train/peak_mem_gb`) measured in
+this segment, and the forecast made at the run's start (minigpt/plan/): `minigpt.compare` sets the
+two side by side, and `python -m minigpt.plan` calibrates its MFU on finished runs' figures.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +29,19 @@ from minigpt.atomic import write_text_atomic
 
 SUMMARY_FILE = "run_summary.json"
 HEARTBEAT_S = 60.0
+log = logging.getLogger("minigpt")
+
+
+def model_shape(cfg) -> str:
+    """The model's size and context, e.g. "L12 d768 h12 T1024": what throughput history is matched on."""
+    m = cfg.model
+    return f"L{m.n_layer} d{m.n_embd} h{m.n_head} T{cfg.train.sequence_length or m.block_size}"
+
+
+def run_cost(cluster, hours: float, gpus: int) -> float:
+    """What `hours` of a job cost on `cluster`: whole nodes (SLURM presets that bill nodes) plus GPUs."""
+    nodes = cluster.nodes if cluster.name != "local" else 0
+    return hours * (nodes * cluster.node_hour_cost + gpus * cluster.gpu_hour_cost)
 
 
 def _now() -> str:
@@ -85,6 +103,8 @@ class RunRecord:
         self._last_write = 0.0
         self.error: str | None = None
         self.status = "running"
+        self.cluster = cluster
+        self.rates: list[float] = []  # train/tokens_per_s as logged
         model = trainer.raw_model
         self.data = {
             "status": "running",
@@ -101,14 +121,36 @@ class RunRecord:
             "flops_per_token": trainer.flops_per_token,
             "tokens_per_step": trainer.tokens_per_step,
             "num_iterations": trainer.cfg.train.num_iterations,
+            "arch": trainer.cfg.arch.name,
+            "model": trainer.cfg.model.name,
+            "model_shape": model_shape(trainer.cfg),
+            "dtype": trainer.cfg.train.dtype.value,
+            "batch_size": trainer.cfg.train.batch_size,
             "gpu_hour_cost": cluster.gpu_hour_cost,
+            "node_hour_cost": cluster.node_hour_cost,
             "cost_unit": cluster.cost_unit,
             "step": trainer.step,
             "tokens": trainer.tokens_seen,
+            "tokens_per_s": None,
+            "peak_mem_gb": None,
+            "forecast": previous.get("forecast"),  # a resumed segment keeps what was forecast before the run began
         }
         if previous.get("forked_from"):  # a fork keeps saying where it came from across its own resumes
             self.data["forked_from"] = previous["forked_from"]
+        # Forecast at the first logged step, not here: start-up (before the checkpoint signal handlers are
+        # installed) stays as short as it was. It depends only on the config, device and earlier runs.
+        self._forecast_for = trainer if self.active and not self.data["forecast"] else None
+        self._start_step = trainer.step
         self._write()
+
+    def _record_forecast(self) -> None:
+        trainer, self._forecast_for = self._forecast_for, None
+        try:
+            from minigpt.plan.forecast import start_forecast
+
+            self.data["forecast"] = start_forecast(trainer, self._start_step)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must never stop training
+            log.warning(f"no forecast recorded ({type(exc).__name__}: {exc})")
 
     def _update_costs(self) -> None:
         d = self.data
@@ -116,7 +158,9 @@ class RunRecord:
         segment_gpu_hours = segment_s / 3600 * d["n_gpus"]
         d["wall_s"] = self.prior["wall_s"] + segment_s
         d["gpu_hours"] = self.prior["gpu_hours"] + segment_gpu_hours
-        d["cost"] = self.prior["cost"] + segment_gpu_hours * d["gpu_hour_cost"]
+        d["cost"] = self.prior["cost"] + run_cost(self.cluster, segment_s / 3600, d["n_gpus"])
+        rates = self.rates[1:] if len(self.rates) >= 3 else self.rates  # the first logged step includes warm-up
+        d["tokens_per_s"] = statistics.median(rates) if rates else d.get("tokens_per_s")
         d["updated_at"] = _now()
 
     def _write(self) -> None:
@@ -134,6 +178,13 @@ class RunRecord:
         self.data["step"] = step
         if "train/tokens" in metrics:
             self.data["tokens"] = int(metrics["train/tokens"])
+        if "train/tokens_per_s" in metrics:
+            self.rates.append(float(metrics["train/tokens_per_s"]))
+        if metrics.get("train/peak_mem_gb") is not None:
+            self.data["peak_mem_gb"] = max(self.data["peak_mem_gb"] or 0.0, float(metrics["train/peak_mem_gb"]))
+        if self._forecast_for is not None:
+            self._record_forecast()
+            self._write()
         if time.time() - self._last_write > HEARTBEAT_S:
             self._write()
 

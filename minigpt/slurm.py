@@ -4,6 +4,10 @@ The `cluster=slurm|grace_a100|faster_a100|aces_h100` presets select `hydra/launc
 and register `SubmitCheck` as a Hydra callback. Before anything is submitted it
 
 - fails with one clear line when a preset needs `cluster.account` and none was given;
+- forecasts every job of the submission (minigpt/plan/) and fails with one line per job, and the
+  fix, when a job cannot fit in its GPU's memory or cannot finish within `cluster.max_requeues`
+  time-limit chunks; it prints the plan's totals and how many jobs have already finished (a rerun's
+  finished jobs start, print "skipped" and end at once);
 - pins `hydra.sweep.dir` to its resolved value. The launcher pickles its config into each job and a
   job requeued at its time limit unpickles it again, possibly days later; the sweep dir must come out
   the same, or the job would start over in a new, empty run directory instead of resuming. Today
@@ -44,11 +48,49 @@ def pin_sweep_dir(config: DictConfig) -> str:
     return sweep_dir
 
 
+def check_plan(config: DictConfig) -> str:
+    """Forecast every job of this submission; raise ConfigError for the first that cannot fit or finish.
+
+    Returns a one-line summary (jobs, GPU-hours, cost, jobs already finished).
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from minigpt.config import to_config
+    from minigpt.plan.compose import MAX_JOBS, count_sweep_jobs, expand_sweep, task_config
+    from minigpt.plan.forecast import forecast_job
+    from minigpt.plan.history import load_history
+    from minigpt.rundir import run_state
+
+    loader = GlobalHydra.instance().config_loader()
+    n_jobs = len(count_sweep_jobs(config, loader)[0])
+    if n_jobs > MAX_JOBS:
+        return (f"warning: this submits {n_jobs:,} jobs as one array (SLURM's default MaxArraySize is 1001), too many "
+                f"to forecast here; `python -m minigpt.plan ... --max-jobs {n_jobs}` forecasts them")
+    plan = expand_sweep(config, loader, max_jobs=n_jobs)
+    history = load_history(["outputs"])
+    hours = cost = 0.0
+    finished = 0
+    for job in plan.jobs:
+        cfg = to_config(task_config(job))
+        state = run_state(job.run_dir, cfg.train.num_iterations, rerun=cfg.train.rerun)
+        finished += state.kind == "finished"
+        forecast = forecast_job(cfg, history, remaining=state.remaining(cfg.train.num_iterations))
+        if forecast.problems:
+            raise ConfigError(f"{job.run_dir.name}: {forecast.problems[0]} (python -m minigpt.plan shows the whole plan)")
+        hours += forecast.gpu_hours or 0.0
+        cost += forecast.cost or 0.0
+    unit = to_config(task_config(plan.jobs[0])).cluster.cost_unit
+    return (f"plan: {len(plan.jobs)} job(s), about {hours:.1f} GPU-hours, {cost:.0f} {unit}"
+            + (f"; {finished} already finished (they will skip at once)" if finished else ""))
+
+
 class SubmitCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_account(config)
+            summary = check_plan(config)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
+        print(summary, file=sys.stderr)
         pin_sweep_dir(config)

@@ -46,7 +46,9 @@ def test_tiny_ablation_with_seeds_ends_in_verdicts(tmp_path, capsys):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     runs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
-    assert [p.name for p in runs] == ["0_gpt2_tiny_s1", "1_gpt2_tiny_s2", "2_rope_tiny_s1", "3_rope_tiny_s2"]
+    # job dirs: <arch>_<model>_s<seed>-<config hash>, so a rerun of the sweep finds (and skips) them
+    assert [p.name.split("-")[0] for p in runs] == ["gpt2_tiny_s1", "gpt2_tiny_s2", "rope_tiny_s1", "rope_tiny_s2"]
+    assert all(re.fullmatch(r"[a-z0-9_]+_tiny_s[12]-[0-9a-f]{8}", p.name) for p in runs)
     job_types = []
     for run_dir in runs:
         assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [2, 4]
@@ -66,7 +68,10 @@ def test_tiny_ablation_with_seeds_ends_in_verdicts(tmp_path, capsys):
     printed = capsys.readouterr().out
     first = (out / "report.md").read_text()
     tables = markdown_tables(printed)
-    run_rows, group_rows, verdict_rows = tables
+    run_rows, forecast_rows, group_rows, verdict_rows = tables
+    # every run recorded the forecast made at its start; compare sets it against what the run measured
+    assert [r["run"] for r in forecast_rows] == [p.name for p in runs]
+    assert all(r["device"] == "cpu" and float(r["peak mem GiB forecast"]) > 0 for r in forecast_rows)
     assert [r["run"] for r in run_rows] == [p.name for p in runs] and [r["seed"] for r in run_rows] == ["1", "2"] * 2
     assert all(r["status"] == "finished" for r in run_rows)
     assert [(r["group"], r["n"]) for r in group_rows] == [("arch=gpt2 (baseline)", "2"), ("arch=rope", "2")]

@@ -1,6 +1,7 @@
 """A sweep outlives its failed jobs; train.objective is checked before any compute."""
 
 import json
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -23,26 +24,34 @@ def test_failed_jobs_do_not_end_a_basic_multirun(tmp_path):
     out = run_cli(["minigpt.train", "-m", *QUICK, "model.n_head=5,4", "optim.learning_rate=-1,3e-3",
                    f"hydra.sweep.dir={sweep}"], cwd=ROOT)  # fmt: skip
     assert out.returncode == 1, out.stderr[-3000:]
-    jobs = {p.name: p for p in sweep.iterdir() if p.is_dir()}
-    assert sorted(jobs) == ["0_gpt2_tiny", "1_gpt2_tiny", "2_gpt2_tiny", "3_gpt2_tiny"]
-    for name in ("0_gpt2_tiny", "1_gpt2_tiny"):  # model.n_head=5: a config error, before any compute
-        summary = _summary(jobs[name])
+    # job dirs are named <arch>_<model>-<config hash>: find each job by its overrides
+    jobs = {}
+    for run_dir in (p for p in sweep.iterdir() if p.is_dir()):
+        assert re.fullmatch(r"gpt2_tiny-[0-9a-f]{8}", run_dir.name), run_dir.name
+        overrides = OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+        jobs[tuple(o for o in overrides if o.startswith(("model.n_head=", "optim.learning_rate=")))] = run_dir
+    bad_heads = [jobs[("model.n_head=5", f"optim.learning_rate={lr}")] for lr in ("-1", "0.003")]
+    crashed_dir = jobs[("model.n_head=4", "optim.learning_rate=-1")]
+    ok_dir = jobs[("model.n_head=4", "optim.learning_rate=0.003")]
+    for run_dir in bad_heads:  # model.n_head=5: a config error, before any compute
+        summary = _summary(run_dir)
         assert summary["status"] == "failed" and "model.n_head=5 does not divide model.n_embd=64" in summary["error"]
-        assert not (jobs[name] / "metrics.jsonl").exists()
-    crashed = _summary(jobs["2_gpt2_tiny"])
+        assert not (run_dir / "metrics.jsonl").exists()
+    crashed = _summary(crashed_dir)
     assert crashed["status"] == "failed" and crashed["error"] == "ValueError: Invalid learning rate: -1.0"
-    assert _summary(jobs["3_gpt2_tiny"])["status"] == "finished"
-    assert [r["step"] for r in read_metrics(jobs["3_gpt2_tiny"]) if "train/loss" in r] == [1, 2]
-    # the summary that ends the sweep: totals, then one line per job with what varied and the error
+    assert _summary(ok_dir)["status"] == "finished"
+    assert [r["step"] for r in read_metrics(ok_dir) if "train/loss" in r] == [1, 2]
+    # the summary that ends the sweep: totals, then one line per job (in launch order) with what varied and the error
     lines = out.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"sweep {sweep}:"))
     assert lines[start] == f"sweep {sweep}: 4 jobs, 1 ok, 3 failed"
-    assert lines[start + 1].split()[:3] == ["failed", "0_gpt2_tiny", "[model.n_head=5"]
-    assert lines[start + 3] == "  failed  2_gpt2_tiny [model.n_head=4 optim.learning_rate=-1]: ValueError: Invalid learning rate: -1.0"
-    assert lines[start + 4] == "  ok      3_gpt2_tiny [model.n_head=4 optim.learning_rate=0.003]"
+    assert lines[start + 1].split()[:3] == ["failed", bad_heads[0].name, "[model.n_head=5"]
+    assert lines[start + 3] == (f"  failed  {crashed_dir.name} [model.n_head=4 optim.learning_rate=-1]: "
+                                "ValueError: Invalid learning rate: -1.0")
+    assert lines[start + 4] == f"  ok      {ok_dir.name} [model.n_head=4 optim.learning_rate=0.003]"
     # the config error is one line in the job's log, the crash keeps its traceback
-    assert "error: model.n_head=5 does not divide" in (jobs["0_gpt2_tiny"] / "train.log").read_text()
-    assert "Traceback" in (jobs["2_gpt2_tiny"] / "train.log").read_text()
+    assert "error: model.n_head=5 does not divide" in (bad_heads[0] / "train.log").read_text()
+    assert "Traceback" in (crashed_dir / "train.log").read_text()
 
 
 def test_a_failed_optuna_trial_does_not_end_the_study(tmp_path):
@@ -70,7 +79,7 @@ def test_objective_must_be_a_numeric_metric_of_the_run(tmp_path):
     assert "\n" not in message and message.startswith("train.objective=sample/text is not a metric this run logs")
     listed = message.split("choose one of ")[1].split(", ")
     assert listed == ["train/grad_norm", "train/loss", "train/lr", "train/ms_per_step", "train/peak_mem_gb",
-                      "train/tokens", "train/tokens_per_s", "val/loss"]  # fmt: skip
+                      "train/tokens", "train/tokens_per_s", "val/loss"]  # fmt: skip (peak memory: RSS on CPU)
     assert not (tmp_path / "metrics.jsonl").exists()
     with pytest.raises(ConfigError, match="hellaswag/llmc/acc is not a metric"):  # no eval=hellaswag
         Trainer(tiny_config("train.objective=hellaswag/llmc/acc"), tmp_path)

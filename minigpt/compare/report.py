@@ -17,6 +17,7 @@ from minigpt.compare import stats
 from minigpt.compare.groups import Group, Table, build_tables, group_runs
 from minigpt.compare.plots import hellaswag_protocols, plot_forest, plot_hellaswag, plot_val_loss
 from minigpt.compare.runs import Run
+from minigpt.plan.calibration import forecast_rows
 from minigpt.compare.verdicts import VAL_LOSS, Verdict, correctness, fmt_p, hellaswag_metric, table_verdicts
 
 
@@ -174,7 +175,10 @@ def build_report(runs: list[Run], source: str, baseline: str | None = None,
         listed = ", ".join(f"{r.name} ({r.status})" for r in left_out)
         lines += [f"{len(left_out)} of {len(runs)} runs left out of the statistics (not finished): {listed}.", ""]
     lines += ["tokens/s and MFU are medians over logged steps; GPU-hours = wall time x GPUs; "
-              "cost = GPU-hours x the cluster's rate.", ""]
+              "cost = wall time x (nodes x the node rate + GPUs x the GPU rate).", ""]
+    forecast_header, forecast = forecast_rows(runs)
+    if forecast:  # runs that recorded `python -m minigpt.plan`'s forecast at their start
+        lines += ["## Forecast vs measured", "", markdown_table(forecast_header, forecast), ""]
     all_verdicts, warnings = [], []
     for i, table in enumerate(tables, 1):
         verdicts, table_warnings = table_verdicts(table, protocols, effect)

@@ -110,7 +110,8 @@ def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
             {d.parent for d in p.rglob("metrics.jsonl")} | {d.parent.parent for d in p.rglob(".hydra/config.yaml")},
             key=lambda d: _natural_key(d.relative_to(p)),
         )
-        found.extend(d for d in below if "wandb" not in d.relative_to(p).parts)
+        found.extend(d for d in below if not any(part == "wandb" or part.startswith("replaced_")  # train.rerun's old files
+                                                 for part in d.relative_to(p).parts))
     if not found:
         raise ConfigError(f"no runs (metrics.jsonl or .hydra/config.yaml) under {', '.join(map(str, paths))}")
     return list(dict.fromkeys(found))

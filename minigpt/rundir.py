@@ -1,0 +1,291 @@
+"""Run directories named by what the run computes, so the same command always finds the same directory.
+
+`hydra.run.dir` and the sweeps' `hydra.sweep.subdir` end in `-${minigpt.run_hash:}`: eight hex digits
+of a hash of the resolved config. Rerunning a command (a crashed `--multirun`, a SLURM array whose
+jobs hit their time limit) therefore lands every job in its earlier directory, where `decide` says:
+
+- finished: skipped with one line (and the job returns its final metrics, for Optuna);
+- unfinished (killed, interrupted, out of requeues): resumed from its newest checkpoint by
+  `train.resume=auto`, continuing the same W&B run;
+- failed (an exception): run again, from its newest checkpoint if it has one;
+- `train.rerun=true`: the earlier run's files are moved into `<run dir>/replaced_<time>/` and it
+  starts afresh (never on a SLURM requeue of that same job).
+
+The hash covers the config minus what only says where a run executes and logs (`cluster`, `logger`,
+`train.device`), how often it saves or prints, and the rerun flags, and it covers only values that
+differ from the schema defaults: a field added to minigpt later (with a default) leaves existing
+runs' hashes, and so their directories, unchanged. `run_config.yaml` in the run directory records
+those values; a directory whose name carries this config's hash but whose `run_config.yaml` says
+otherwise (edited by hand) is refused, naming both files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from minigpt.atomic import write_text_atomic
+from minigpt.errors import ConfigError
+
+log = logging.getLogger("minigpt")
+
+RUN_CONFIG_FILE = "run_config.yaml"
+HASH_LEN = 8
+# Where a run executes and logs, how often it saves or prints, how reruns behave: not part of its identity.
+NOT_HASHED = (
+    "hydra", "cluster", "logger",
+    "train.device", "train.resume", "train.rerun", "train.objective",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
+    "data.cache_dir", "data.prepare",
+    "eval.hellaswag.cache_dir", "eval.hellaswag.download", "eval.hellaswag.url", "eval.hellaswag.batch_size",
+)
+# Files a run writes into its directory; `train.rerun=true` moves them aside (`.hydra/` is Hydra's, rewritten anyway).
+RUN_FILES = ("metrics.jsonl", "run_summary.json", RUN_CONFIG_FILE, "wandb")
+RUN_FILE_GLOBS = ("ckpt_*.pt", "ckpt_*.pt.corrupt", ".ckpt_*.pt.tmp-*")
+
+
+# ---------------------------------------------------------------------------------------------- identity
+
+_SAME = object()  # marks "no difference" (None is a value)
+
+
+def _drop(tree: dict, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        tree = tree.get(part)
+        if not isinstance(tree, dict):
+            return
+    tree.pop(last, None)
+
+
+def _differences(values: Any, defaults: Any) -> Any:
+    """The part of `values` that differs from `defaults` (nested dicts compared key by key)."""
+    if isinstance(values, dict) and isinstance(defaults, dict):
+        out = {}
+        for key, value in values.items():
+            if key not in defaults:
+                out[key] = value
+            else:
+                diff = _differences(value, defaults[key])
+                if diff is not _SAME:
+                    out[key] = diff
+        return out if out else _SAME
+    return _SAME if values == defaults else values
+
+
+_DEFAULTS: dict | None = None
+
+
+def _schema_defaults() -> dict:
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        from minigpt.config import Config
+
+        tree = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False, enum_to_str=True)
+        for key in NOT_HASHED:
+            _drop(tree, key)
+        _DEFAULTS = tree
+    return _DEFAULTS
+
+
+def identity(cfg: Any) -> dict:
+    """What makes a run this run: its resolved settings that differ from the schema defaults."""
+    if not OmegaConf.is_config(cfg):  # a typed Config (dataclass)
+        cfg = OmegaConf.structured(cfg)
+    tree = {}
+    for key in cfg.keys():
+        if key in NOT_HASHED:
+            continue
+        node = cfg[key]
+        tree[key] = OmegaConf.to_container(node, resolve=True, enum_to_str=True) if OmegaConf.is_config(node) else node
+    for dotted in NOT_HASHED:
+        _drop(tree, dotted)
+    diff = _differences(tree, _schema_defaults())
+    return {} if diff is _SAME else diff
+
+
+def config_hash(cfg: Any) -> str:
+    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
+
+
+def run_name(cfg: Any) -> str:
+    """`[<experiment>_]<arch>_<model>-<hash>`: readable, and the same for the same config."""
+    parts = [cfg.experiment] if cfg.experiment else []
+    parts += [cfg.arch.name, cfg.model.name]
+    return "_".join(str(p) for p in parts) + f"-{config_hash(cfg)}"
+
+
+def register_resolvers() -> None:
+    """`${minigpt.run_hash:}` and `${minigpt.run_name:}` for hydra.run.dir / hydra.sweep.subdir."""
+    OmegaConf.register_new_resolver("minigpt.run_hash", lambda *, _root_: config_hash(_root_), replace=True)
+    OmegaConf.register_new_resolver("minigpt.run_name", lambda *, _root_: run_name(_root_), replace=True)
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+@dataclass
+class RunState:
+    """What a rerun of this job will do: new | finished | resume | rerun_failed | running."""
+
+    kind: str
+    step: int = 0  # where it stopped (its newest checkpoint's step for resume / rerun_failed)
+    detail: str = ""
+
+    def remaining(self, num_iterations: int) -> float:
+        """Fraction of the run a rerun still trains (0 for a finished or running job)."""
+        if self.kind in ("finished", "running"):
+            return 0.0
+        return 1.0 - self.step / max(num_iterations, 1)
+
+    def describe(self) -> str:
+        return {
+            "new": "new",
+            "finished": "finished: skip",
+            "resume": f"resume @{self.step}",
+            "rerun_failed": f"failed: rerun @{self.step}",
+            "running": "running now",
+        }[self.kind]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_state(run_dir: str | os.PathLike, num_iterations: int, rerun: bool = False) -> RunState:
+    """What a rerun of the job will find in its directory (`rerun`: train.rerun=true, which starts afresh)."""
+    import socket
+
+    from minigpt.checkpoint import list_checkpoints
+    from minigpt.run_record import read_summary
+
+    run_dir = Path(run_dir)
+    if rerun:
+        return RunState("new")
+    checkpoints = list_checkpoints(run_dir) if run_dir.is_dir() else []
+    ckpt_step = int(checkpoints[-1].stem.split("_")[-1]) if checkpoints else 0
+    summary = read_summary(run_dir)
+    if summary is None:
+        return RunState("resume", ckpt_step) if checkpoints else RunState("new")
+    status, step = summary.get("status"), int(summary.get("step") or 0)
+    if status == "finished" and step >= num_iterations:
+        return RunState("finished", step)
+    if status in ("failed", "diverged"):
+        return RunState("rerun_failed", ckpt_step, summary.get("error") or status)
+    alive = status == "running" and summary.get("host") == socket.gethostname() and _pid_alive(int(summary.get("pid", 0)))
+    if alive and summary.get("pid") != os.getpid():
+        return RunState("running", step)
+    return RunState("resume", ckpt_step) if checkpoints else RunState("new")
+
+
+def finished_message(run_dir: str | os.PathLike, step: int, num_iterations: int) -> str:
+    """The one line a rerun of a finished run prints (here, before anything is built, and in resume.py)."""
+    return (f"skipped: {run_dir} already finished (step {step} of train.num_iterations={num_iterations}): nothing to "
+            "train. To train it again from scratch add train.rerun=true (or use a new hydra.run.dir); to train it "
+            f"further add train.num_iterations=<more than {step}> train.resume={run_dir} (the lr schedule is "
+            "recomputed for the new length)")
+
+
+# ---------------------------------------------------------------------------------------------- at start
+
+
+def check_run_config(cfg: Any, run_dir: Path) -> None:
+    """Refuse a hash-named run dir whose recorded identity is not this config's (a hand-edited file)."""
+    digest = config_hash(cfg)
+    saved = Path(run_dir) / RUN_CONFIG_FILE
+    if not (Path(run_dir).name.endswith(f"-{digest}") and saved.exists()):
+        return
+    try:
+        recorded = OmegaConf.to_container(OmegaConf.load(saved), resolve=False) or {}
+    except Exception:  # noqa: BLE001 - unreadable YAML is a difference like any other
+        recorded = None
+    current = identity(cfg)
+    if recorded == current:
+        return
+    mine = Path(run_dir) / f"{RUN_CONFIG_FILE}.this_command"
+    write_text_atomic(mine, OmegaConf.to_yaml(OmegaConf.create(current)))
+    raise ConfigError(
+        f"{saved} does not match this command's config although the directory name carries its hash {digest} "
+        f"(edited by hand?): compare it with {mine}, then restore it or move {run_dir} away"
+    )
+
+
+def write_run_config(cfg: Any, run_dir: Path) -> None:
+    """Record the run's identity (checked above when the directory is found again)."""
+    header = f"# What makes this run this run (settings that differ from minigpt's defaults); hash {config_hash(cfg)}\n"
+    write_text_atomic(Path(run_dir) / RUN_CONFIG_FILE, header + OmegaConf.to_yaml(OmegaConf.create(identity(cfg))))
+
+
+def is_requeued() -> bool:
+    """This process continues an earlier segment of the same job (SLURM requeue, torchrun restart)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 or int(
+        os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
+
+
+def move_aside(run_dir: Path) -> Path | None:
+    """Move an earlier run's files into `<run_dir>/replaced_<time>/` (train.rerun=true); nothing is deleted."""
+    run_dir = Path(run_dir)
+    found = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    for pattern in RUN_FILE_GLOBS:
+        found += sorted(run_dir.glob(pattern))
+    if not found:
+        return None
+    target = run_dir / time.strftime("replaced_%Y%m%d-%H%M%S")
+    target.mkdir()
+    for path in found:
+        shutil.move(str(path), str(target / path.name))
+    return target
+
+
+@dataclass
+class Decision:
+    skip: bool
+    message: str = ""
+    final: dict | None = None
+
+
+def decide(cfg: Any, run_dir: str | os.PathLike) -> Decision:
+    """Read-only: what this start of the job should do (skip a finished run, or train)."""
+    run_dir = Path(run_dir)
+    check_run_config(cfg, run_dir)
+    state = run_state(run_dir, cfg.train.num_iterations)
+    if cfg.train.rerun and not is_requeued():
+        return Decision(False, "train.rerun=true: starting afresh" if state.kind != "new" else "")
+    if state.kind == "finished":
+        from minigpt.resume import last_logged
+
+        return Decision(True, finished_message(run_dir, state.step, cfg.train.num_iterations),
+                        last_logged(run_dir / "metrics.jsonl"))
+    if state.kind == "rerun_failed":
+        where = f"from its checkpoint at step {state.step}" if state.step else "from the start"
+        return Decision(False, f"{run_dir} failed before ({state.detail[:120]}): running it again {where}")
+    return Decision(False)
+
+
+def claim(cfg: Any, run_dir: str | os.PathLike, is_main: bool) -> None:
+    """On the main rank, before training: move an earlier run aside for train.rerun, record run_config.yaml."""
+    if not is_main:
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.train.rerun and not is_requeued():
+        moved = move_aside(run_dir)
+        if moved is not None:
+            log.info(f"train.rerun=true: moved the earlier run's files to {moved}")
+    write_run_config(cfg, run_dir)
