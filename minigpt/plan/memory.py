@@ -16,8 +16,8 @@ count is redone term by term for what autograd really keeps here:
 tests/test_plan.py checks the body's term against the tensors autograd actually saves (every arch
 preset, float32 and bfloat16 autocast, within 1%), and the whole peak against torch's memory profiler.
 
-For small models the vocabulary dominates instead: logits (B*T*V, held by the caller), log_softmax's
-output and, during its backward, two more B*T*V float32 buffers (the incoming and outgoing gradient).
+For small models the vocabulary dominates instead: the loss term is the chunked (lean) loss's, from
+minigpt/memory.py (its gradients, made in forward, and one chunk of logits; never B*T*V at once).
 The peak is the larger of two moments of a step: the start of backward (all activations and the
 cross-entropy buffers alive) and its end (all gradients plus the embedding's gradient temporary).
 tests/test_plan.py checks the total against the peak measured by torch's memory profiler on CPU.
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from minigpt.config import ArchConfig, MLPKind, ModelConfig, Norm, PosEncoding
+from minigpt.memory import lean_loss_bytes
 from minigpt.model.components import resolve_kv_heads, swiglu_hidden_size
 
 GIB = 2**30
@@ -116,17 +117,16 @@ def estimate_memory(model: torch.nn.Module, arch: ArchConfig, model_cfg: ModelCo
 
     tokens = batch_size * seq_len
     body = activation_bytes_per_token(arch, model_cfg, half)
-    vocab = model_cfg.vocab_size  # the head computes the real vocabulary only (GPT.head)
-    # Under autocast each matmul keeps a 16-bit copy of its weight for backward (the head: its vocab rows).
+    # Under autocast each body matmul keeps a 16-bit copy of its weight for backward (the head's: in the loss term).
     linear = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head")
-    autocast_copies = HALF * (linear + vocab * model_cfg.n_embd) if half else 0
+    autocast_copies = HALF * linear if half else 0
     activations = int(body * tokens) + autocast_copies
-    logits = (HALF if half else FP32) * tokens * vocab
-    cross_entropy = logits + 3 * FP32 * tokens * vocab  # + log_softmax output, its gradient, the logits' gradient
+    # The chunked loss multiplies the padded head, a chunk of rows at a time, and never holds B*T*V logits.
+    cross_entropy = lean_loss_bytes(tokens, model_cfg.n_embd, model.wte.weight.shape[0], half)
 
     accumulated = grads if grad_accum > 1 else 0
     start_of_backward = weights + optimizer + accumulated + activations + cross_entropy
     embedding = FP32 * model.wte.weight.numel()
-    end_of_backward = weights + optimizer + grads + embedding + logits
+    end_of_backward = weights + optimizer + grads + embedding
     peak = max(start_of_backward, end_of_backward) + ddp_buckets
     return MemoryEstimate(weights, grads, optimizer, ddp_buckets, activations, cross_entropy, int(peak))
