@@ -1,4 +1,4 @@
-"""Every entrypoint turns bad input into one `error:` line on stderr and exit status 2 (minigpt/cli.py)."""
+"""Every entrypoint but train (a Hydra app: tests/test_train.py) turns bad input into one `error:` line on stderr and exit status 2 (minigpt/cli.py)."""
 
 import pytest
 
@@ -11,6 +11,7 @@ BAD_INPUT = {
     "plan": (["minigpt.plan", "model.n_head=5"], "model.n_head=5"),
     "export_hf": (["minigpt.export_hf", "/no/such/ckpt.pt", "/tmp/never-written"], "/no/such/ckpt.pt"),
     "lm_eval_task": (["minigpt.hf.lm_eval_task", "/tmp/never-written", "--data", "/no/such.jsonl"], "/no/such.jsonl"),
+    "bench": (["minigpt.bench", "train.batch_sze=4"], "train.batch_sze"),
     "bench.hellaswag": (["minigpt.bench.hellaswag", "--data", "/no/such.jsonl"], "/no/such.jsonl"),
 }
 

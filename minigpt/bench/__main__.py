@@ -17,11 +17,14 @@ import logging
 import sys
 import tempfile
 
+from minigpt.cli import cli_errors
+
 
 def _fmt(values: list[float]) -> str:
     return "/".join(f"{v:,.0f}" for v in values)
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,13 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, as for minigpt.train")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from minigpt import distributed
     from minigpt.bench.throughput import check_reference_config, compare_reference, measure
     from minigpt.config import compose_typed
-    from minigpt.errors import ConfigError
     from minigpt.trainer import Trainer
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -77,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"reference | {desc} | ours {c['ours_tokens_per_s']:,.0f} tok/s | nanoGPT-style "
                           f"{c['reference_tokens_per_s']:,.0f} tok/s | ratio {c['ratio']:.3f}x (median of {args.rounds} rounds; "
                           f"ours {_fmt(c['rounds_ours'])}, reference {_fmt(c['rounds_ref'])})")
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
     finally:
         distributed.shutdown()
     return 0
