@@ -167,7 +167,8 @@ class TrainConfig:
     data_seed: Optional[int] = None  # order of the training batches; None: seed
     device: str = "auto"  # auto: cuda, then mps, then cpu
     compile: bool = False
-    log_every: int = 1
+    log_every: int = 1  # also how often the host reads the device (loss, norm, stop signals under DDP)
+    gc_every: int = 100  # Python GC: automatic collection off, a collection every N steps; 0: Python's default
     checkpoint_every: int = 0  # 0: checkpoint only at the end (and on SIGTERM/SIGUSR1/SIGUSR2)
     keep_checkpoints: int = 3  # keep the newest K checkpoints; 0 keeps all
     skip_nonfinite: int = 0  # 0: a non-finite loss or grad norm stops the run; N: skip up to N such steps first

@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from minigpt.cli import cli_errors
 
+
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.export_hf", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a ckpt_*.pt file, a run directory (its newest checkpoint) or a Hugging Face GPT-2 folder")
@@ -20,16 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from minigpt.checkpoint import load_model
-    from minigpt.errors import ConfigError
     from minigpt.hf.converters import components
     from minigpt.hf.export import export_model
 
-    try:
-        model, ckpt = load_model(args.checkpoint)
-        report = export_model(model, args.out_dir, dtype=args.dtype, verify=args.verify)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model, ckpt = load_model(args.checkpoint)
+    report = export_model(model, args.out_dir, dtype=args.dtype, verify=args.verify)
     check = f", max |logit diff| vs minigpt {report['max_logit_diff']:.2e}" if "max_logit_diff" in report else ""
     print(
         f"exported {components(model.arch)} (step {ckpt.get('step', '?')}) as {report['hf_class']} "

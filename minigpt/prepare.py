@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+from minigpt.cli import cli_errors
+
 
 def compose_data_config(overrides: list[str]):
     from minigpt.config import compose_typed
@@ -17,23 +19,15 @@ def compose_data_config(overrides: list[str]):
     return compose_typed(overrides).data
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from minigpt.data.prepare import prepare_shards
-    from minigpt.errors import ConfigError
 
     args = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return 0
-    try:
-        cfg = compose_data_config(args)
-        prepare_shards(cfg)
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    prepare_shards(compose_data_config(args))
     return 0
 
 

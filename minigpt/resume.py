@@ -10,9 +10,13 @@
 - `Checkpointer` decides when the loop saves (every `train.checkpoint_every` steps, at the end, and
   at the next step boundary after SIGTERM / SIGUSR1 / SIGUSR2) and prunes to `train.keep_checkpoints`,
   only ever deleting checkpoints older than the one just written. Signal handlers only set a flag:
-  saving inside a handler could snapshot a half-applied optimizer step. After the save, a handler
-  that was installed before ours (submitit's USR2 handler, which requeues the SLURM job) is called
-  once the loop has ended and the loggers are closed.
+  saving inside a handler could snapshot a half-applied optimizer step. One process acts on the flag
+  at the next step boundary. Under data parallelism the ranks must agree (saving is collective), and
+  agreeing costs a collective and a host sync, so the flags travel in the all-reduce the trainer
+  already does at its log / task / checkpoint steps: a signal is acted on at the next such step, at
+  most `train.log_every` steps later. After the save, a handler that was installed before ours
+  (submitit's USR2 handler, which requeues the SLURM job) is called once the loop has ended and the
+  loggers are closed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from minigpt import distributed
 from minigpt.atomic import write_text_atomic
 from minigpt.checkpoint import (CheckpointUnreadable, find_checkpoint, is_complete_checkpoint, list_checkpoints,
                                 load_checkpoint)
@@ -251,9 +254,11 @@ class Checkpointer:
       once the loggers are closed, so submitit requeues the job only after W&B has flushed its files.
     """
 
-    def __init__(self, every: int, keep: int, on_save: Callable[[], None] = lambda: None):
+    def __init__(self, every: int, keep: int, on_save: Callable[[], None] = lambda: None, distributed: bool = False):
         self.every, self.keep, self.on_save = every, keep, on_save  # on_save: e.g. rewrite run_summary.json
+        self.distributed = distributed
         self.pending: list[int] = []
+        self.agreed: list[int] = []  # under data parallelism: the signals all ranks agreed on at the last sync
         self.previous: dict[int, object] = {}
         self.deferred: list[int] = []
 
@@ -275,11 +280,29 @@ class Checkpointer:
     def _on_signal(self, signum: int, frame) -> None:
         self.pending.append(signum)  # only a flag: the loop saves at the next step boundary
 
+    def periodic(self, step: int) -> bool:
+        return self.every > 0 and step % self.every == 0
+
+    def wants_sync(self, step: int, last: bool) -> bool:
+        """Whether the loop must read the device at this boundary: a save is due (periodic, final, or a
+        signal in a single process; under data parallelism pending signals wait for the next sync step)."""
+        return last or self.periodic(step) or (bool(self.pending) and not self.distributed)
+
+    def signal_flags(self) -> list[float]:
+        """This rank's pending signals as one flag per CHECKPOINT_SIGNALS entry, for the trainer's all-reduce."""
+        return [float(sig in self.pending) for sig in CHECKPOINT_SIGNALS]
+
+    def agree(self, flags: list[float]) -> None:
+        """Flags summed over ranks: the signals that reached any rank, so every rank saves and stops alike."""
+        self.agreed = [sig for sig, count in zip(CHECKPOINT_SIGNALS, flags) if count > 0]
+
     def after_step(self, trainer: "Trainer", last: bool) -> None:
-        signals, self.pending = list(dict.fromkeys(self.pending)), []
-        # Saving is collective under data parallelism, so a signal seen by any rank makes every rank save.
-        asked = distributed.any_rank(bool(signals))
-        if last or asked or (self.every > 0 and trainer.step % self.every == 0):
+        if self.distributed:  # only what all ranks agreed on at a sync step (none in between)
+            signals, self.agreed = self.agreed, []
+        else:  # one process: whatever arrived, up to this very moment
+            signals = list(dict.fromkeys(self.pending))
+        self.pending = [sig for sig in self.pending if sig not in signals]  # a later signal stays pending
+        if last or signals or self.periodic(trainer.step):
             path = trainer.save()
             if path is not None:  # None on ranks other than 0, which write nothing
                 prune_checkpoints(trainer.run_dir, self.keep, path)

@@ -3,12 +3,17 @@
 `Trainer(cfg, run_dir).fit()` is all an entrypoint calls. Everything optional (validation, samples,
 HellaSwag, extra loggers) runs as a `PeriodicTask` or a logger chosen by config, so the loop itself
 never branches on features.
+
+The host never waits for the device between log steps: a step's loss and gradient norm stay device
+tensors, and the loop reads them (one all-reduce, one device-to-host copy) only at a step that logs,
+runs a task or saves a checkpoint. Everything else (step time, tokens/s, MFU) is derived there.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,13 +23,15 @@ from minigpt.checkpoint import checkpoint_path, init_weights_from, save_checkpoi
 from minigpt.config import Config, to_container
 from minigpt.data.corpus import prepare_splits
 from minigpt.data.loader import DataLoader
+from minigpt.data.prefetch import DevicePrefetcher
 from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
 from minigpt.divergence import DivergenceGuard
 from minigpt.errors import ConfigError, RunFailure
 from minigpt.loggers import NullLogger, build_loggers
+from minigpt.memory import estimate_memory
 from minigpt.model import GPT, validate_model_config
 from minigpt.optim import Schedule, build_optimizer, warmup_warning
-from minigpt.perf import device_name, mfu, peak_flops, peak_memory_gb
+from minigpt.perf import GarbageCollection, StepClock, device_name, mfu, peak_flops, peak_flops_hint, peak_memory_gb
 from minigpt.resume import Checkpointer, last_logged, resume_trainer
 from minigpt.rng import get_rng_state, set_rng_state
 from minigpt.run_record import RunRecord
@@ -63,6 +70,15 @@ def check_objective(objective: str | None, metrics: list[str]) -> None:
         raise ConfigError(f"train.objective={objective} is not a metric this run logs: choose one of {', '.join(metrics)}")
 
 
+@dataclass
+class StepResult:
+    """One optimizer step's outcome, still on the device (reading it would make the host wait)."""
+
+    loss: torch.Tensor  # mean training loss of this rank's micro-batches
+    grad_norm: torch.Tensor  # before clipping
+    lr: float
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, extra_tasks: list[PeriodicTask] | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -81,7 +97,8 @@ class Trainer:
         self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.effective_data_seed,
                                        split="train", **ranks)
         self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val", **ranks)
-        self._fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
+        fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
+        self.batches = DevicePrefetcher(self.train_loader, self.device, fixed_batch)
 
         self.raw_model = GPT(cfg.arch, cfg.model)
         if tc.init_from:  # fine-tuning; a resumed run's checkpoint still wins (loaded later, in fit)
@@ -101,6 +118,7 @@ class Trainer:
         self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len * self.dist.world_size
         self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
         self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
+        self.clock = StepClock()
         self.tasks = [
             PeriodicTask("val", tc.val_loss_every, Trainer.validate, metrics=("val/loss",)),
             PeriodicTask("sample", tc.sample_every, Trainer.sample),
@@ -112,61 +130,63 @@ class Trainer:
 
     def final_metrics(self) -> list[str]:
         """The numeric metrics that fit() returns (every step's train/ ones and the tasks' last results)."""
-        names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step", "train/tokens_per_s"]
+        names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step", "train/tokens_per_s",
+                 "train/peak_mem_gb"]
         if self.peak_flops is not None:
             names.append("train/mfu")
-        if peak_memory_gb(self.device) is not None:
-            names.append("train/peak_mem_gb")
         return sorted(names + [name for task in self.tasks for name in task.metrics])
 
     # ------------------------------------------------------------------ steps
 
-    def next_train_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self._fixed_batch if self._fixed_batch is not None else self.train_loader.next_batch()
-        if self.device.type == "cuda":  # page-locked host memory makes the copy asynchronous
-            x, y = x.pin_memory(), y.pin_memory()
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def train_step(self) -> dict:
-        t0 = time.perf_counter()
-        lr = self.schedule.apply(self.step)
+    def train_step(self) -> StepResult:
+        """One optimizer step, queued on the device without waiting for it (no `.item()`, no synchronize)."""
+        lr = self.schedule.apply(self.step)  # every group's lr (a host float), Muon's momentum
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
-            x, y = self.next_train_batch()
+            x, y = self.batches.next()
             with distributed.grad_sync(self.ddp_model, last_micro_step=micro == self.grad_accum - 1):
                 with self.autocast():
                     _, loss = self.ddp_model(x, y)
+                self.batches.prefetch()  # host work for the next batch while the device runs this forward
                 loss = loss / self.grad_accum  # mean over this rank's share; DDP averages over ranks
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
-        loss_sum = distributed.all_reduce_sum(loss_sum) / self.dist.world_size
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
         if self.guard.allow_update(loss_sum, grad_norm, self.step + 1):  # no host sync unless train.skip_nonfinite
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # fp16: fused AdamW (the default) takes the inf check as a tensor
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
         self.step += 1
         self.tokens_seen += self.tokens_per_step
+        self.clock.tick()
+        return StepResult(loss_sum, grad_norm, lr)
+
+    def read_metrics(self, result: StepResult, flags: list[float]) -> tuple[dict, list[float]]:
+        """The loop's one wait for the device: metrics of `result`, and `flags` summed over ranks.
+
+        The loss and the per-rank flags (stop signals) share one all-reduce, and one device-to-host
+        copy brings them back with the gradient norm; that copy waits for all queued work, so the
+        clock read after it measures the steps since the last read.
+        """
+        shared = torch.cat([result.loss.detach().float().view(1), torch.tensor(flags, device=self.device)])
+        shared = distributed.all_reduce_sum(shared)
+        loss, *flags_sum, grad_norm = torch.cat([shared, result.grad_norm.detach().float().view(1)]).tolist()
+        seconds = self.clock.read()
         metrics = {
-            "train/loss": loss_sum.item(),
-            "train/lr": lr,
-            "train/grad_norm": grad_norm.item(),
+            "train/loss": loss / self.dist.world_size,
+            "train/lr": result.lr,
+            "train/grad_norm": grad_norm,
             "train/tokens": self.tokens_seen,
-            "train/ms_per_step": dt * 1000,
-            "train/tokens_per_s": self.tokens_per_step / dt,
+            "train/ms_per_step": seconds * 1000,
+            "train/tokens_per_s": self.tokens_per_step / seconds,
+            "train/peak_mem_gb": peak_memory_gb(self.device),
         }
-        utilisation = mfu(self.flops_per_token, metrics["train/tokens_per_s"], self.peak_flops)
+        utilisation = mfu(self.flops_per_token, metrics["train/tokens_per_s"] / self.dist.world_size, self.peak_flops)
         if utilisation is not None:
             metrics["train/mfu"] = utilisation
-        peak_mem = peak_memory_gb(self.device)  # set against the forecast by minigpt.compare
-        if peak_mem is not None:
-            metrics["train/peak_mem_gb"] = peak_mem
-        return metrics
+        return metrics, flags_sum
 
     # ------------------------------------------------------------------ periodic tasks
 
@@ -211,7 +231,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "tokens_seen": self.tokens_seen,
-            "train_loader": self.train_loader.state_dict(),
+            "train_loader": self.batches.state_dict(),  # the position after the batches trained on
             "rng": get_rng_state(),
             "config": to_container(self.cfg),
             "logger_run_id": getattr(self.logger, "run_id", None),  # a resumed run continues the same logger run
@@ -222,7 +242,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        self.train_loader.load_state_dict(state["train_loader"])
+        self.batches.load_state_dict(state["train_loader"])
         set_rng_state(state["rng"])
 
     def save(self) -> Path | None:
@@ -250,7 +270,8 @@ class Trainer:
             f"optim {self.cfg.optim.kind.value} {self.cfg.optim.schedule.value} | "
             f"FLOPs/token {self.flops_per_token / 1e6:.1f}M | device {self.device} "
             f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum}"
-            f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage})"
+            f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage}) | "
+            f"est. peak memory {estimate_memory(self.cfg, self.dist.world_size).peak / 2**30:.2f} GiB"
         )
 
     def fit(self) -> dict:
@@ -277,28 +298,16 @@ class Trainer:
             log.warning(warning)
         if (warning := warmup_warning(self.cfg.optim, tc.num_iterations)) and self.dist.is_main:
             log.warning(warning)
+        if self.peak_flops is None and self.device.type == "cuda":  # a GPU missing from the table (CPUs have no MFU)
+            log.info(peak_flops_hint(device_name(self.device), tc.dtype.value))
         final: dict = {}
         checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints,
-                                   on_save=lambda: record.checkpointed(self.step)).install()
+                                   on_save=lambda: record.checkpointed(self.step), distributed=self.dist.enabled).install()
+        collector = GarbageCollection(tc.gc_every)
         try:
-            while self.step < tc.num_iterations:
-                metrics = self.train_step()
-                self.guard.check()  # a non-finite step stops here, before it is logged, evaluated or saved
-                last = self.step == tc.num_iterations
-                if self.step % tc.log_every == 0 or last:
-                    self.logger.log(metrics, self.step)
-                    log.info(
-                        f"step {self.step:6d}/{tc.num_iterations} | loss {metrics['train/loss']:.4f} | "
-                        f"lr {metrics['train/lr']:.2e} | norm {metrics['train/grad_norm']:.3f} | "
-                        f"{metrics['train/ms_per_step']:.1f} ms | {metrics['train/tokens_per_s']:,.0f} tok/s"
-                    )
-                for task in self.tasks:
-                    if task.due(self.step, last):
-                        out = task.run(self)
-                        self.logger.log(out, self.step)
-                        final.update(out)
-                final.update(metrics)
-                checkpoints.after_step(self, last)  # periodic, final, or asked for by a signal
+            with collector:
+                while self.step < tc.num_iterations:
+                    final.update(self._loop_step(checkpoints, collector))
         except BaseException as exc:
             record.fail(exc)
             raise
@@ -307,3 +316,34 @@ class Trainer:
             self.logger.finish()
             checkpoints.uninstall()  # last: may hand a signal on to submitit, which requeues the job
         return final
+
+    def _loop_step(self, checkpoints: Checkpointer, collector: GarbageCollection) -> dict:
+        """One step and whatever is due after it; reads the device only when something needs a value."""
+        tc = self.cfg.train
+        result = self.train_step()
+        last = self.step == tc.num_iterations
+        log_now = last or self.step % tc.log_every == 0
+        due = [task for task in self.tasks if task.due(self.step, last)]
+        metrics = {}
+        if log_now or due or checkpoints.wants_sync(self.step, last):
+            metrics, flags = self.read_metrics(result, checkpoints.signal_flags())
+            checkpoints.agree(flags)  # under DDP: the signals that reached any rank, the same on all ranks
+            # A non-finite step since the last sync stops the run here, naming the first bad step, before
+            # anything is logged, evaluated or saved (save() checks again, for a signal at another step).
+            self.guard.check()
+        if log_now:
+            self.logger.log(metrics, self.step)
+            log.info(
+                f"step {self.step:6d}/{tc.num_iterations} | loss {metrics['train/loss']:.4f} | "
+                f"lr {metrics['train/lr']:.2e} | norm {metrics['train/grad_norm']:.3f} | "
+                f"{metrics['train/ms_per_step']:.1f} ms | {metrics['train/tokens_per_s']:,.0f} tok/s | "
+                f"{metrics['train/peak_mem_gb']:.2f} GiB"
+            )
+        with self.clock.paused():  # evaluation and checkpoint time is not step time
+            for task in due:
+                out = task.run(self)
+                self.logger.log(out, self.step)
+                metrics.update(out)
+            checkpoints.after_step(self, last)  # periodic, final, or asked for by a signal
+        collector.step(self.step)
+        return metrics

@@ -107,6 +107,10 @@ def test_logit_softcap_bounds_logits_and_is_tanh():
     torch.testing.assert_close(out, 5.0 * torch.tanh(raw / 5.0))
     x = plain.body(idx)  # the HellaSwag scorers' path (body -> head) is capped too
     torch.testing.assert_close(capped.head(x), out)
+    targets = torch.randint(0, 50257, (2, 12))  # and the training loss (the chunked lean loss) sees capped logits
+    expected = torch.nn.functional.cross_entropy(out.reshape(-1, out.size(-1)), targets.reshape(-1))
+    torch.testing.assert_close(capped(idx, targets)[1], expected)
+    assert not torch.allclose(plain(idx, targets)[1], expected)
 
 
 def test_logit_softcap_must_be_positive():

@@ -48,12 +48,9 @@ def test_llmc_defaults_and_seed_standard_experiment():
 
 
 def test_d12_is_gpt2_124m_shape():
-    from minigpt.model import GPT
-
     cfg = to_config(compose_config(["model=d12"]))
     assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.block_size) == (12, 768, 12, 1024)
-    n = GPT(cfg.arch, cfg.model).num_params()
-    assert 124e6 < n < 125e6  # llm.c's 124,475,904 with the padded vocabulary
+    # its exact parameter count and FLOPs per token, derived by hand: tests/test_presets.py
 
 
 def test_misspelt_key_fails_naming_it():

@@ -22,8 +22,9 @@ def test_each_arch_forward_backward(arch):
     torch.manual_seed(0)
     model = GPT(cfg.arch, cfg.model)
     idx = torch.randint(0, cfg.model.vocab_size, (2, 16))
-    logits, loss = model(idx, idx.roll(-1, dims=1))
+    logits, _ = model(idx)
     assert logits.shape == (2, 16, cfg.model.vocab_size)
+    _, loss = model(idx, idx.roll(-1, dims=1))
     assert abs(loss.item() - math.log(cfg.model.vocab_size)) < 1.0  # near-uniform at init
     loss.backward()
     grads = [p.grad for p in model.parameters()]
@@ -98,12 +99,6 @@ def test_gpt2_init_and_tied_embeddings():
     assert model.padded_vocab_size % 128 == 0 and model.padded_vocab_size >= 50257
 
 
-def test_flops_per_token_counts_weights_and_attention():
-    model = GPT(ArchConfig(), SMALL)
-    n_no_wpe = model.num_params() - model.wpe.weight.numel()
-    assert model.flops_per_token(32) == 6 * n_no_wpe + 12 * 2 * 64 * 32
-
-
 @pytest.mark.parametrize(
     "arch,model,match",
     [
@@ -120,9 +115,6 @@ def test_bad_shapes_raise_clear_errors(arch, model, match):
 def test_peak_flops_table_and_mfu():
     from minigpt.perf import mfu, peak_flops
 
-    assert peak_flops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312e12
-    assert peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
-    assert peak_flops("cpu", "float32") is None
-    assert peak_flops("cpu", "float32", override=2e12) == 2e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312e12  # every name: tests/test_hot_path.py
     assert mfu(1e9, 100_000, 312e12) == pytest.approx(1e14 / 312e12)
     assert mfu(1e9, 100_000, None) is None

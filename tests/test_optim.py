@@ -127,8 +127,8 @@ def test_muon_gradient_accumulation_matches_one_big_batch(tmp_path):
     big = Trainer(tiny_config(*common, "train.batch_size=4"), tmp_path / "a")
     accum = Trainer(tiny_config(*common, "train.batch_size=2", "train.total_batch_size=128"), tmp_path / "b")
     assert accum.grad_accum == 2
-    losses_big = [big.train_step()["train/loss"] for _ in range(3)]
-    losses_acc = [accum.train_step()["train/loss"] for _ in range(3)]
+    losses_big = [big.train_step().loss.item() for _ in range(3)]
+    losses_acc = [accum.train_step().loss.item() for _ in range(3)]
     assert losses_acc == pytest.approx(losses_big, abs=1e-4)
 
 

@@ -34,3 +34,26 @@ def test_bench_cli_prints_throughput_and_reference_ratio():
 
     bad = run_cli(["minigpt.bench", "--reference", *TINY, "arch=rope"], cwd=ROOT)
     assert bad.returncode == 2 and "arch=gpt2" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_gpu_suite_runs_shrunk_on_cpu_and_every_arch_compiles_without_graph_breaks(tmp_path):
+    """The GPU suite's code path end to end at a tiny size on CPU: four arch presets compiled in bf16 autocast
+    (the suite's defaults), the largest candidate micro-batch, the reference ratio and HellaSwag examples/s."""
+    out = run_cli(["minigpt.bench", "--gpu-suite", "--steps", "1", "--warmup", "1", "--rounds", "1",
+                   "--batch-sizes", "2,4", "--hellaswag-examples", "8", "--hellaswag-batch-size", "16",
+                   "--json", str(tmp_path / "suite.json"), "train.device=cpu", "model.n_layer=1", "model.n_embd=32",
+                   "model.n_head=4", "train.sequence_length=32"], cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads((tmp_path / "suite.json").read_text())
+    rows = {r["arch"]: r for r in result["rows"]}
+    assert list(rows) == ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"]
+    for arch, r in rows.items():
+        assert r["batch_size"] == 4 and r["seq_len"] == 32  # nothing runs out of memory on CPU: the largest
+        assert r["graph_breaks"] == 0 and r["graphs"] == 1, (arch, r["break_reasons"])
+        assert r["tokens_per_s"] > 0 and r["peak_mem_gb"] > 0 and r["estimate_gb"] > 0
+        assert r["mfu"] is None  # no peak FLOP/s for a CPU
+        assert f"| {arch} | 4 x 32 |" in out.stdout
+    assert result["reference"]["batch_size"] == 4 and result["reference"]["ratio"] > 0
+    assert result["hellaswag_examples_per_s"] > 0 and "examples/s" in out.stdout

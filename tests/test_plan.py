@@ -143,18 +143,18 @@ def test_memory_forecast_matches_the_measured_cpu_peak(overrides):
 
 
 def test_a_config_that_cannot_fit_an_a100_40gb_is_refused_with_the_micro_batch_that_fits(capsys):
-    args = [*GPT2, "train.batch_size=64", "cluster=grace_a100"]
+    args = [*GPT2, "train.batch_size=128", "cluster=grace_a100"]
     assert plan_main(args) == 2
     out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "out of memory" in errors[0] and "a100_40gb" in errors[0]
-    assert "use train.batch_size=32 " in errors[0]
+    assert "use train.batch_size=64 " in errors[0]
     assert " NO " in out  # the table marks the job
     too_big = forecast_job(to_config(compose_config(args)))
-    suggested = forecast_job(to_config(compose_config([*args, "train.batch_size=32"])))
+    suggested = forecast_job(to_config(compose_config([*args, "train.batch_size=64"])))
     double = forecast_job(to_config(compose_config([*args, "cluster/gpu=a100_80gb"])))
     assert too_big.fits is False and suggested.fits is True and double.fits is True
-    assert too_big.memory.peak > suggested.memory.peak and too_big.max_batch_size == suggested.max_batch_size == 32
+    assert too_big.memory.peak > suggested.memory.peak and too_big.max_batch_size == suggested.max_batch_size == 64
 
 
 def test_time_limit_gpu_count_and_partition_limit_are_checked_with_their_fixes():

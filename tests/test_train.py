@@ -47,8 +47,8 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     big = Trainer(tiny_config(*common, "train.batch_size=4"), tmp_path / "a")
     accum = Trainer(tiny_config(*common, "train.batch_size=2", "train.total_batch_size=128"), tmp_path / "b")
     assert accum.grad_accum == 2
-    losses_big = [big.train_step()["train/loss"] for _ in range(3)]
-    losses_acc = [accum.train_step()["train/loss"] for _ in range(3)]
+    losses_big = [big.train_step().loss.item() for _ in range(3)]
+    losses_acc = [accum.train_step().loss.item() for _ in range(3)]
     assert losses_acc == pytest.approx(losses_big, abs=1e-5)
 
 
@@ -63,12 +63,6 @@ def test_every_arch_trains_and_checkpoints(tmp_path, arch):
     model, _ = load_model(tmp_path)
     idx = torch.randint(0, 50257, (1, 12))
     assert model(idx)[0].shape == (1, 12, 50257)
-
-
-def test_bf16_autocast_trains(tmp_path):
-    cfg = tiny_config(*FAST, "train.dtype=bfloat16", "train.num_iterations=4", "train.val_loss_every=0")
-    final = Trainer(cfg, tmp_path).fit()
-    assert math.isfinite(final["train/loss"]) and math.isfinite(final["val/loss"])
 
 
 @pytest.mark.parametrize(

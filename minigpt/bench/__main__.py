@@ -7,6 +7,7 @@ ours / reference. Works under torchrun too (throughput of all ranks, MFU per GPU
 
   python -m minigpt.bench model=d12 train.batch_size=16 train.dtype=bfloat16 train.compile=true
   python -m minigpt.bench --reference train.device=cpu            # CPU: ours vs the reference
+  python -m minigpt.bench --gpu-suite                              # GPU: the whole suite (minigpt/bench/suite.py)
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import logging
 import sys
 import tempfile
 
+from minigpt.cli import cli_errors
+
 
 def _fmt(values: list[float]) -> str:
     return "/".join(f"{v:,.0f}" for v in values)
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,20 +32,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile, allocator)")
     parser.add_argument("--reference", action="store_true", help="also time the nanoGPT-style reference; print the ratio")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds for --reference")
+    parser.add_argument("--gpu-suite", action="store_true",
+                        help="the GPU suite: d12 x four arch presets, bf16, compile, largest micro-batch; reference; "
+                             "HellaSwag (minigpt/bench/suite.py)")
+    parser.add_argument("--archs", type=lambda s: s.split(","), default=None, help="suite: comma-separated arch presets")
+    parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[64, 32, 16, 8],
+                        help="suite: candidate micro-batches, the largest that fits is used")
+    parser.add_argument("--hellaswag-examples", type=int, default=2000, help="suite: HellaSwag-shaped examples to score")
+    parser.add_argument("--hellaswag-batch-size", type=int, default=256, help="suite: evaluator rows per forward")
+    parser.add_argument("--json", default=None, help="suite: also write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="config overrides, as for minigpt.train")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     from minigpt import distributed
     from minigpt.bench.throughput import check_reference_config, compare_reference, measure
     from minigpt.config import compose_typed
-    from minigpt.errors import ConfigError
     from minigpt.trainer import Trainer
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
+        if args.gpu_suite:
+            from minigpt.bench.suite import ARCHS, run_suite
+
+            args.archs = args.archs or list(ARCHS)
+            run_suite(args, args.overrides)
+            return 0
         cfg = compose_typed(["train.val_loss_every=0", "train.sample_every=0", *args.overrides])
         if args.reference:
             check_reference_config(cfg)  # before any compute
@@ -61,9 +76,6 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"reference | {desc} | ours {c['ours_tokens_per_s']:,.0f} tok/s | nanoGPT-style "
                           f"{c['reference_tokens_per_s']:,.0f} tok/s | ratio {c['ratio']:.3f}x (median of {args.rounds} rounds; "
                           f"ours {_fmt(c['rounds_ours'])}, reference {_fmt(c['rounds_ref'])})")
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
     finally:
         distributed.shutdown()
     return 0

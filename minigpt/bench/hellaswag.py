@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from minigpt.config import ArchConfig, ModelConfig
 from minigpt.data.tokenizer import get_gpt2_encoding
 from minigpt.eval.hellaswag import score_hellaswag
-from minigpt.errors import ConfigError
 from minigpt.eval.hellaswag_data import data_file, read_jsonl
 from minigpt.model import GPT
 
@@ -60,11 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--block-size", type=int, default=256, help="long enough that no example is truncated")
     args = ap.parse_args(argv)
 
-    try:
-        examples = read_jsonl(data_file(args.data, "--data"))[: args.examples]
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    examples = read_jsonl(data_file(args.data, "--data"))[: args.examples]
     torch.manual_seed(0)
     model_cfg = ModelConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, block_size=args.block_size)
     model = GPT(ArchConfig(), model_cfg).eval()
@@ -106,4 +101,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from minigpt.cli import cli_errors
+
+    sys.exit(cli_errors(main)())

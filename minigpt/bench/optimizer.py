@@ -21,6 +21,8 @@ import tempfile
 
 import torch
 
+from minigpt.cli import cli_errors
+
 VARIANTS = {"adamw": ["optim=adamw"], "muon": ["optim=muon"], "muon_fp32_ns": ["optim=muon"]}
 
 
@@ -54,7 +56,7 @@ def optimizer_step_ms(trainer, steps: int) -> float:
     """The update alone: one backward for gradients, then `steps` optimizer steps on them."""
     import time
 
-    x, y = trainer.next_train_batch()
+    x, y = trainer.batches.next()
     trainer.raw_model(x, y)[1].backward()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -64,6 +66,7 @@ def optimizer_step_ms(trainer, steps: int) -> float:
     return ms
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.bench.optimizer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,24 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     import numpy as np
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
     from scipy.stats import ttest_1samp
 
     from minigpt.bench.throughput import time_steps
     from minigpt.config import compose_typed
-    from minigpt.errors import ConfigError
     from minigpt.trainer import Trainer
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     base = ["arch=modern", "train.device=cpu", "train.val_loss_every=0", "train.sample_every=0"]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            trainers = {name: Trainer(compose_typed([*base, *extra, *args.overrides]), f"{tmp}/{name}")
-                        for name, extra in VARIANTS.items()}
-    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    with tempfile.TemporaryDirectory() as tmp:  # bad overrides: one error: line (cli_errors)
+        trainers = {name: Trainer(compose_typed([*base, *extra, *args.overrides]), f"{tmp}/{name}")
+                    for name, extra in VARIANTS.items()}
     first = next(iter(trainers.values()))
     cfg = first.cfg
     print(f"model: {cfg.arch.name} {cfg.model.name} ({first.raw_model.num_params() / 1e6:.2f}M params, "

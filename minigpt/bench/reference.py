@@ -89,9 +89,12 @@ class ReferenceGPT(nn.Module):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8, fused=fused)
 
 
-def train_step(model, optimizer, batches, autocast) -> float:
-    """One optimizer step over micro-batches: forward, backward, clip, step (the nanoGPT loop body)."""
-    loss_sum = 0.0
+def train_step(model, optimizer, batches, autocast) -> torch.Tensor:
+    """One optimizer step over micro-batches: forward, backward, clip, step (the nanoGPT loop body).
+
+    Returns the loss as a device tensor: nanoGPT reads it (`.item()`, a host sync) only on log steps.
+    """
+    loss_sum = torch.zeros((), device=batches[0][0].device)
     for x, y in batches:
         with autocast():
             _, loss = model(x, y)
@@ -101,4 +104,4 @@ def train_step(model, optimizer, batches, autocast) -> float:
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss_sum)
+    return loss_sum

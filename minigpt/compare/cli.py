@@ -17,9 +17,11 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from minigpt.cli import cli_errors
 from minigpt.errors import ConfigError
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="*", help="run directories, or a multirun/sweep directory holding them")
@@ -42,21 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.paths[0]) / "compare"
     else:
         out = Path("outputs/compare") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    try:
-        if bool(args.paths) == bool(args.wandb):
-            raise ConfigError("pass run directories (or a multirun directory) or --wandb ENTITY/PROJECT[/GROUP], not both")
-        if args.effect is not None and args.effect <= 0:
-            raise ConfigError(f"--effect {args.effect}: give a positive difference, e.g. --effect 0.01")
-        if args.wandb:
-            from minigpt.compare.wandb_runs import load_wandb_runs
+    if bool(args.paths) == bool(args.wandb):
+        raise ConfigError("pass run directories (or a multirun directory) or --wandb ENTITY/PROJECT[/GROUP], not both")
+    if args.effect is not None and args.effect <= 0:
+        raise ConfigError(f"--effect {args.effect}: give a positive difference, e.g. --effect 0.01")
+    if args.wandb:
+        from minigpt.compare.wandb_runs import load_wandb_runs
 
-            runs = load_wandb_runs(args.wandb)
-        else:
-            runs = load_runs(args.paths)
-        text, files, warnings = write_report(runs, out, args.wandb or " ".join(args.paths), args.baseline, args.effect)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        runs = load_wandb_runs(args.wandb)
+    else:
+        runs = load_runs(args.paths)
+    text, files, warnings = write_report(runs, out, args.wandb or " ".join(args.paths), args.baseline, args.effect)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(text)

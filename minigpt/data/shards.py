@@ -10,10 +10,10 @@ the forward pass (an IndexError on CPU, a device-side assert on a GPU).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
+from minigpt.atomic import atomic_write
 from minigpt.errors import ConfigError
 
 MAGIC = 20240520
@@ -29,14 +29,9 @@ def write_shard(path: str | os.PathLike, tokens) -> None:
         raise ValueError("token ids must fit in uint16 for the llm.c shard format")
     header = np.zeros(HEADER_INTS, dtype=np.int32)
     header[0], header[1], header[2] = MAGIC, VERSION, toks.size
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(path, durable=True) as f:  # a shard costs tokenizing time: fsync before the rename
         f.write(header.tobytes())
         f.write(toks.astype(np.uint16).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_header(path: str | os.PathLike) -> int:

@@ -76,11 +76,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    from minigpt.eval.hellaswag_data import HellaSwagUnavailable
+    from minigpt.cli import cli_errors
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        main()
-    except (ConfigError, HellaSwagUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli_errors(main)())  # main returns the results (for callers); the shell gets 0, or 2 and one line

@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from minigpt.errors import ConfigError
+from minigpt.cli import cli_errors
 from minigpt.eval.hellaswag_data import data_file
 
 TEMPLATE_DIR = Path(__file__).parent / "lm_eval_tasks"
@@ -39,6 +39,7 @@ def write_task_dir(out_dir: str | Path, data_path: str | Path | None = None, nam
     return out
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.hf.lm_eval_task", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder to write the task into (pass it to lm_eval --include_path)")
@@ -46,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                         "activity_label/ctx/endings/label); default: minigpt's cached official hellaswag_val.jsonl")
     parser.add_argument("--name", default="hellaswag_local", help="task name for lm_eval --tasks")
     args = parser.parse_args(argv)
-    try:
-        out = write_task_dir(args.out_dir, args.data, args.name)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    out = write_task_dir(args.out_dir, args.data, args.name)
     print(f"wrote task {args.name} to {out}: lm_eval run --model hf --tasks {args.name} --include_path {out} ...")
     return 0
 

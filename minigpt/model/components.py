@@ -1,4 +1,4 @@
-"""Switchable transformer components: norm, MLP, attention (MHA/GQA, QK-norm), RoPE, logit softcap.
+"""Switchable transformer components: norm, MLP, attention (MHA/GQA, QK-norm), RoPE (logit softcap: loss.py).
 
 Each component is picked by one field of `ArchConfig`; the block in `gpt.py` never branches on them.
 """
@@ -25,24 +25,6 @@ def plain_rmsnorm(dim: int, eps: float, enabled: bool) -> nn.Module:
     (a rotation keeps the norm), so it maps exactly onto HF classes that normalise after RoPE.
     """
     return nn.RMSNorm(dim, eps=eps, elementwise_affine=False) if enabled else nn.Identity()
-
-
-class LogitSoftcap(nn.Module):
-    """cap * tanh(logits / cap): logits stay within (-cap, cap) (Gemma 2, modded-nanogpt, nanochat)."""
-
-    def __init__(self, cap: float):
-        super().__init__()
-        self.cap = cap
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.cap * torch.tanh(logits / self.cap)
-
-    def extra_repr(self) -> str:
-        return f"cap={self.cap}"
-
-
-def make_softcap(arch: ArchConfig) -> nn.Module:
-    return LogitSoftcap(arch.logit_softcap) if arch.logit_softcap is not None else nn.Identity()
 
 
 def swiglu_hidden_size(n_embd: int) -> int:

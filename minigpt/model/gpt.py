@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from minigpt.config import ArchConfig, ModelConfig, PosEncoding
 from minigpt.errors import ConfigError
-from minigpt.model.components import (CausalSelfAttention, make_mlp, make_norm, make_softcap, plain_rmsnorm,
-                                      resolve_kv_heads)
+from minigpt.model.components import CausalSelfAttention, make_mlp, make_norm, plain_rmsnorm, resolve_kv_heads
+from minigpt.model.loss import head_weight, linear_cross_entropy, logits_from
 
 
 def padded_vocab_size(model: ModelConfig) -> int:
@@ -86,7 +86,6 @@ class GPT(nn.Module):
         self.h = nn.ModuleList(Block(arch, model) for _ in range(model.n_layer))
         self.ln_f = make_norm(arch, model.n_embd)
         self.lm_head = nn.Linear(model.n_embd, self.padded_vocab_size, bias=False)
-        self.softcap = make_softcap(arch)
         if arch.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(self._init_weights)
@@ -103,12 +102,16 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx: (B, T) token ids. Returns logits (B, T, vocab_size) and, with targets, the mean loss."""
-        logits = self.head(self.body(idx))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        """idx: (B, T) token ids. Returns (logits (B, T, vocab_size), None), or with targets (None, mean loss).
+
+        With targets the logits are never materialised whole: the loss is computed chunk by chunk
+        (minigpt/model/loss.py), which is what lets a 64 x 1024 GPT-2 micro-batch fit a 40 GB GPU.
+        """
+        x = self.body(idx)
+        if targets is None:
+            return self.head(x), None
+        # all padded rows on every device (aligned matmuls; the padding gets -inf logits inside the loss)
+        return None, linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size, self.arch.logit_softcap)
 
     def body(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,10 +138,10 @@ class GPT(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Hidden states -> logits over the real vocabulary (padded ids never get probability mass).
 
-        Uses only the real vocabulary's rows of the head weight, so the logits come out contiguous:
-        slicing padded logits instead costs two extra passes over the (B, T, vocab) tensor (~15% of a CPU step).
-        """
-        return self.softcap(F.linear(x, self.lm_head.weight[: self.vocab_size]))
+        Multiplies the padded rows on GPU (then slices), the real rows on CPU (see minigpt/model/loss.py);
+        `arch.logit_softcap` caps them (cap * tanh(logits / cap)), as it caps the training loss's logits."""
+        return logits_from(x, head_weight(self.lm_head.weight, self.vocab_size), self.vocab_size,
+                           self.arch.logit_softcap)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights once). non_embedding drops token and position tables."""

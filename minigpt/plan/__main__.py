@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from minigpt.cli import cli_errors
 from minigpt.errors import ConfigError
 
 GIB = 2**30
@@ -77,6 +78,7 @@ def detail_rows(forecasts: list, names: list[str]) -> tuple[list[str], list[list
     return header, rows
 
 
+@cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minigpt.plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="the train command's overrides (key=value, sweeps as a,b,c)")
@@ -90,11 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                         "default outputs/plan/<config name>.sbatch)")
     parser.add_argument("--max-jobs", type=int, default=None, help="plan sweeps of more jobs than 1000")
     args = parser.parse_args(argv)
-    try:
-        return _plan(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return _plan(args)
 
 
 def _plan(args: argparse.Namespace) -> int:

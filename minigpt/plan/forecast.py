@@ -182,7 +182,7 @@ def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float =
     device = device or job_device(cfg, 1 if local else cl.tasks_per_node)
     if device is None:
         out.warnings.append(f"{cl.name} asks for GPUs of an unknown type: name it with cluster/gpu=<type> "
-                            "(a100_40gb, a100_80gb, h100, h100_pcie, h200) to forecast memory and time")
+                            "(a100_40gb, a100_80gb, h100, h100_pcie, h100_nvl, h200, h200_nvl) to forecast memory and time")
         return out
     out.device = device.label
     out.gpus = ranks if device.is_gpu else 0

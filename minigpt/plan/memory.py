@@ -14,13 +14,14 @@ count is redone term by term for what autograd really keeps here:
   silu(gate), up and their product (4 x hidden) where GELU and ReLU^2 keep fc and act(fc) (2 x 4h);
 - the modern switches: QK-norm keeps its per-head rsqrt, one query-sized tensor, under autocast the
   float32 casts of q and k, and without RoPE the normalised q and k that attention keeps; the
-  embedding norm keeps its float32 input once; a logit softcap keeps tanh's output (B*T*V).
+  embedding norm keeps its float32 input once (minigpt/memory.py: switch_bytes_per_token); a logit
+  softcap keeps one more chunk of the lean loss.
 
 tests/test_plan.py checks the body's term against the tensors autograd actually saves (every arch
 preset, float32 and bfloat16 autocast, within 1%), and the whole peak against torch's memory profiler.
 
-For small models the vocabulary dominates instead: logits (B*T*V, held by the caller), log_softmax's
-output and, during its backward, two more B*T*V float32 buffers (the incoming and outgoing gradient).
+For small models the vocabulary dominates instead: the loss term is the chunked (lean) loss's, from
+minigpt/memory.py (its gradients, made in forward, and one chunk of logits; never B*T*V at once).
 The peak is the larger of two moments of a step: the start of backward (all activations and the
 cross-entropy buffers alive) and its end (all gradients plus the embedding's gradient temporary).
 tests/test_plan.py checks the total against the peak measured by torch's memory profiler on CPU.
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from minigpt.config import ArchConfig, MLPKind, ModelConfig, Norm, OptimizerKind, PosEncoding
+from minigpt.memory import lean_loss_bytes, switch_bytes_per_token
 from minigpt.model.components import resolve_kv_heads, swiglu_hidden_size
 
 GIB = 2**30
@@ -91,17 +93,10 @@ def activation_bytes_per_token(arch: ArchConfig, model: ModelConfig, half: bool)
         mlp = (2 if half else 1) * a * h + 4 * a * swiglu_hidden_size(h)
     else:
         mlp = a * h + 2 * a * 4 * h
-    if arch.qk_norm:  # measured against autograd's saved tensors (tests/test_plan.py)
-        attn += (
-            FP32 * (model.n_head + resolve_kv_heads(arch, model))  # rsqrt per query and key head
-            + a * h  # one query-sized tensor
-            + (FP32 * (h + kv) if half else 0)  # autocast runs the norm in float32: casts of q and k
-            + (a * (h + kv) if arch.pos_encoding != PosEncoding.rope else 0)  # attention keeps normalised q, k
-        )
-    layer = 2 * norm + attn + mlp
+    switches, once = switch_bytes_per_token(arch, model, half)  # QK-norm, embedding norm (minigpt/memory.py)
+    layer = 2 * norm + attn + mlp + switches
     final = norm + a * h  # ln_f and the head's input
-    embed_norm = (r * h + FP32) if arch.embed_norm else 0  # its float32 input and rsqrt
-    return model.n_layer * layer + final + embed_norm
+    return model.n_layer * layer + final + once
 
 
 def optimizer_state_bytes(model: torch.nn.Module, kind: OptimizerKind, world_size: int, zero_stage: int) -> int:
@@ -143,19 +138,17 @@ def estimate_memory(model: torch.nn.Module, arch: ArchConfig, model_cfg: ModelCo
 
     tokens = batch_size * seq_len
     body = activation_bytes_per_token(arch, model_cfg, half)
-    vocab = model_cfg.vocab_size  # the head computes the real vocabulary only (GPT.head)
-    # Under autocast each matmul keeps a 16-bit copy of its weight for backward (the head: its vocab rows).
+    # Under autocast each body matmul keeps a 16-bit copy of its weight for backward (the head's: in the loss term).
     linear = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head")
-    autocast_copies = HALF * (linear + vocab * model_cfg.n_embd) if half else 0
+    autocast_copies = HALF * linear if half else 0
     activations = int(body * tokens) + autocast_copies
-    logits = (HALF if half else FP32) * tokens * vocab
-    cross_entropy = logits + 3 * FP32 * tokens * vocab  # + log_softmax output, its gradient, the logits' gradient
-    if arch.logit_softcap is not None:  # tanh keeps its output (in the logits' dtype) for backward
-        cross_entropy += logits
+    # The chunked loss multiplies the padded head, a chunk of rows at a time, and never holds B*T*V logits.
+    cross_entropy = lean_loss_bytes(tokens, model_cfg.n_embd, model.wte.weight.shape[0], half,
+                                    softcap=arch.logit_softcap is not None)
 
     accumulated = grads if grad_accum > 1 else 0
     start_of_backward = weights + optimizer_state + accumulated + activations + cross_entropy
-    embedding = FP32 * model.wte.weight.numel()
-    end_of_backward = weights + optimizer_state + grads + embedding + logits
+    embedding = FP32 * model.wte.weight.numel() if arch.tie_embeddings else 0  # the tied table's two gradients summed
+    end_of_backward = weights + optimizer_state + grads + embedding
     peak = max(start_of_backward, end_of_backward) + ddp_buckets
     return MemoryEstimate(weights, grads, optimizer_state, ddp_buckets, activations, cross_entropy, int(peak))

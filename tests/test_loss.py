@@ -1,0 +1,79 @@
+"""The memory-lean loss equals the textbook one (loss and gradients), and holds far less memory."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minigpt.config import ArchConfig, ModelConfig
+from minigpt.model import GPT
+from minigpt.model.loss import chunk_rows, head_weight, linear_cross_entropy, plain_cross_entropy
+
+V, VP, C, N = 1000, 1024, 32, 300
+
+
+def _inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, generator=g, requires_grad=True)
+    w = (torch.randn(VP, C, generator=g) * 0.5).requires_grad_()
+    y = torch.randint(0, V, (N,), generator=g)
+    y[::7] = -1  # ignored positions
+    return x, w, y
+
+
+def _loss_and_grads(fn, x, w, y, **kw):
+    x.grad = w.grad = None
+    loss = fn(x, w, y, V, **kw)
+    (2.5 * loss).backward()  # a non-unit upstream gradient, as gradient accumulation gives
+    return loss.detach(), x.grad.clone(), w.grad.clone()
+
+
+@pytest.mark.parametrize("padded", [True, False])
+@pytest.mark.parametrize("softcap", [None, 3.0])
+def test_lean_loss_matches_plain_cross_entropy_fp32(padded, softcap):
+    x, w, y = _inputs()
+    weight = lambda w: head_weight(w, V, padded=padded)  # noqa: E731
+    plain = _loss_and_grads(lambda x, w, y, v, **k: plain_cross_entropy(x, weight(w), y, v, **k), x, w, y, softcap=softcap)
+    # chunks of 64 rows: five chunks, the last one partial
+    lean = _loss_and_grads(lambda x, w, y, v, **k: linear_cross_entropy(x, weight(w), y, v, chunk_elements=64 * VP, **k),
+                           x, w, y, softcap=softcap)
+    assert chunk_rows(N, VP, 64 * VP) == 64
+    for a, b in zip(plain, lean):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    assert lean[2][V:].abs().max() == 0  # padded rows never get a gradient from the loss
+    # the reference itself: F.cross_entropy over the real vocabulary's logits
+    ref = F.cross_entropy(x @ w[:V].t() if softcap is None else softcap * torch.tanh(x @ w[:V].t() / softcap), y,
+                          ignore_index=-1)
+    torch.testing.assert_close(lean[0], ref.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_lean_loss_matches_plain_under_bf16_autocast():
+    x, w, y = _inputs(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = _loss_and_grads(plain_cross_entropy, x, w, y)
+        lean = _loss_and_grads(lambda *a: linear_cross_entropy(*a, chunk_elements=64 * VP), x, w, y)
+    assert lean[1].dtype == x.dtype and lean[2].dtype == w.dtype
+    torch.testing.assert_close(lean[0], plain[0], rtol=1e-3, atol=1e-3)  # the same bf16 logits
+    for a, b in zip(plain[1:], lean[1:]):  # bf16 gradients: within bf16 rounding of each other
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-2 * a.abs().max().item())
+
+
+def test_lean_loss_without_grad_and_the_model_gradients_match_plain():
+    x, w, y = _inputs(2)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(x, w, y, V, chunk_elements=64 * VP),
+                                   plain_cross_entropy(x, w, y, V), rtol=1e-5, atol=1e-6)
+
+    # Through the whole tied-embedding GPT: every parameter's gradient matches the plain loss's.
+    torch.manual_seed(0)
+    model = GPT(ArchConfig(), ModelConfig(n_layer=1, n_embd=32, n_head=2, block_size=16, vocab_size=V,
+                                          vocab_pad_multiple=128))
+    idx = torch.randint(0, V, (3, 16))
+    _, loss = model(idx, idx.roll(-1, 1))
+    loss.backward()
+    lean = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    plain = plain_cross_entropy(model.body(idx), model.lm_head.weight[:V], idx.roll(-1, 1), V)
+    plain.backward()
+    torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-6)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(lean[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
