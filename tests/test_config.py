@@ -145,5 +145,5 @@ def test_cli_expands_tilde_in_data_path_and_hydra_dirs(tmp_path):
     assert [r["step"] for r in read_metrics(home / "runs" / "one") if "train/loss" in r] == [1]
     sweep = run_cli(["minigpt.train", "-m", *quick, 'hydra.sweep.dir="~/sweep"', "train.seed=7"], cwd=cwd, env_extra=env)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
-    assert (home / "sweep" / "0_gpt2_tiny" / "metrics.jsonl").is_file()
+    assert len(list((home / "sweep").glob("*/metrics.jsonl"))) == 1
     assert list(cwd.iterdir()) == []

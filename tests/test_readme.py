@@ -12,7 +12,8 @@ README's "Contributing" section:
   block that runs that module or program (`-m minigpt.eval`, `lm_eval`, ...), and
   `<!-- test: minigpt.train = train.num_iterations=2 -->` appends these instead of `SHRINK`;
   `<!-- test: <sweep dir> = ls -d outputs/sweeps/x/* | tail -n 1 -->` fills a `<placeholder>` with
-  the output of a shell command; `<!-- test: exit 1 -->` expects that exit status (default 0) and
+  the output of a shell command (`fill <text> = <shell>` replaces literal text, e.g. a run directory
+  whose name holds a config hash); `<!-- test: exit 1 -->` expects that exit status (default 0) and
   `<!-- test: expect 1 ok, 1 failed -->` that text in the block's output;
   `<!-- test: after Sweeps -->` runs the blocks of that section first. Several items are separated
   by `;` or newlines.
@@ -96,11 +97,12 @@ class Block:
         return extra
 
     def placeholders(self) -> dict[str, str]:
+        """`<placeholder>` or `fill <literal text>` -> the shell command whose output replaces it."""
         out = {}
         for item in self.directives:
-            m = re.fullmatch(r"(<[^>]+>)\s*=\s*(.+)", item)
+            m = re.fullmatch(r"(<[^>]+>|fill \S+)\s*=\s*(.+)", item)
             if m:
-                out[m.group(1)] = m.group(2)
+                out[m.group(1).removeprefix("fill ")] = m.group(2)
         return out
 
     def commands(self) -> list[str]:
@@ -297,7 +299,7 @@ def test_readme_has_runnable_blocks_and_known_directives():
     for block in BLOCKS:
         for item in block.directives:
             known = (item.startswith(("skip ", "after ", "expect ")) or re.fullmatch(r"exit \d+", item)
-                     or re.fullmatch(r"[\w.]+\s*\+?=.*", item) or re.fullmatch(r"<[^>]+>\s*=.+", item))
+                     or re.fullmatch(r"[\w.]+\s*\+?=.*", item) or re.fullmatch(r"(<[^>]+>|fill \S+)\s*=.+", item))
             assert known, f"{block.id}: unknown test directive {item!r}"
         if block.skip is not None:
             kind = block.skip.split()[0]
@@ -331,8 +333,8 @@ def test_the_conventions_parse_as_the_readme_describes_them():
         "```text", "python -m minigpt.train never-run", "```",
         "<!--", "test: skip gpu — a reason; with a semicolon", "-->",
         "```bash", "torchrun --nproc_per_node=8 -m minigpt.train", "```",
-        "<!-- test: exit 1; expect 1 failed; minigpt.train = train.num_iterations=2 -->",
-        "```bash", "python -m minigpt.train -m model.n_head=5,4", "```",
+        "<!-- test: exit 1; expect 1 failed; minigpt.train = train.num_iterations=2; fill x-0b01 = echo x-9 -->",
+        "```bash", "python -m minigpt.train -m model.n_head=5,4 train.resume=outputs/x-0b01", "```",
     ])
     first, second, third = parse_readme(text)
     train, evaluate = first.commands()
@@ -342,4 +344,5 @@ def test_the_conventions_parse_as_the_readme_describes_them():
     assert (first.section, first.line, first.skip, first.expected_exit) == ("Demo", 4, None, 0)
     assert second.skip == "gpu — a reason; with a semicolon"
     assert third.expected_exit == 1 and third.expected_output == ["1 failed"]
-    assert third.commands() == ["python -m minigpt.train -m model.n_head=5,4 train.num_iterations=2"]
+    assert third.commands() == ['python -m minigpt.train -m model.n_head=5,4 train.resume=outputs/"$(echo x-9)" '
+                                "train.num_iterations=2"]
