@@ -8,7 +8,7 @@ import torch
 from minigpt.checkpoint import list_checkpoints, load_checkpoint, load_model
 from minigpt.errors import ConfigError
 from minigpt.trainer import Trainer
-from tests.conftest import ROOT, TINY, read_metrics, run_cli, tiny_config
+from tests.conftest import ROOT, TINY, read_losses, read_metrics, run_cli, tiny_config
 
 FAST = ["optim.learning_rate=3e-3", "optim.warmup_iters=10", "train.sample_every=0"]
 
@@ -112,3 +112,14 @@ def test_mfu_is_logged_against_a_given_peak(tmp_path):
     rows = [r for r in read_metrics(tmp_path) if "train/loss" in r]
     for r in rows:
         assert r["train/mfu"] == pytest.approx(trainer.flops_per_token * r["train/tokens_per_s"] / 1e12)
+
+
+def test_validation_including_step_0_leaves_the_training_losses_unchanged(tmp_path):
+    """Validating (at step 0 and every 2 steps) reads no training batch and draws no random number."""
+    losses = {}
+    for every in (0, 2):
+        cfg = tiny_config(*FAST, "train.num_iterations=4", f"train.val_loss_every={every}")
+        Trainer(cfg, tmp_path / str(every)).fit()
+        losses[every] = read_losses(tmp_path / str(every))
+        assert bool([r for r in read_metrics(tmp_path / str(every)) if r["step"] == 0]) == (every > 0)
+    assert losses[2] == losses[0] and sorted(losses[0]) == [1, 2, 3, 4]
