@@ -7,14 +7,22 @@ wrong type fails before any work, with Hydra naming the key.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from hydra.experimental.callback import Callback
+from omegaconf import MISSING, open_dict, read_write
 
 from minigpt.rundir import register_resolvers
+
+
+def path_field(default: Optional[str] = None) -> Any:
+    """A field that holds a filesystem path: `to_config` expands a leading `~` in it (see expand_user_paths)."""
+    return field(default=default, metadata={"path": True})
 
 
 class PosEncoding(str, Enum):
@@ -124,7 +132,7 @@ class OptimConfig:
 class PrepareConfig:
     """`python -m minigpt.prepare`: documents -> llm.c shards in data.path (first shard = val)."""
 
-    source: Optional[str] = None  # HF dataset id, or local files (folder/file/glob of .jsonl .json .parquet .txt .csv)
+    source: Optional[str] = path_field()  # HF dataset id, or local files (folder/file/glob of .jsonl .json .parquet .txt .csv)
     subset: Optional[str] = None  # HF dataset config, e.g. sample-10BT
     split: str = "train"
     text_field: str = "text"
@@ -139,11 +147,11 @@ class DataConfig:
 
     name: str = "shakespeare"
     kind: str = "shakespeare"
-    path: Optional[str] = None  # folder, file or glob (text: .txt/.md/.jsonl; shards: .bin)
+    path: Optional[str] = path_field()  # folder, file or glob (text: .txt/.md/.jsonl; shards: .bin)
     val_plays: List[str] = field(default_factory=lambda: ["hamlet", "the-tempest"])
     val_fraction: float = 0.05  # text kind: the tail of the token stream held out for validation
     jsonl_field: str = "text"
-    cache_dir: str = "${oc.env:MINIGPT_CACHE,${oc.env:HOME,.}/.cache/minigpt}/data"
+    cache_dir: str = path_field("${oc.env:MINIGPT_CACHE,${oc.env:HOME,.}/.cache/minigpt}/data")
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
 
@@ -158,7 +166,7 @@ class TrainConfig:
     dtype: DType = DType.float32
     zero_stage: int = 0
     overfit_single_batch: bool = False
-    val_loss_every: int = 50  # 0 disables; validation also runs at the end
+    val_loss_every: int = 50  # also at step 0 and at the end; 0: only at the end
     val_max_steps: int = 10  # validation batches per evaluation
     sample_every: int = 100  # 0 disables; a sample is also generated at the end
     sample_tokens: int = 48
@@ -172,9 +180,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: checkpoint only at the end (and on SIGTERM/SIGUSR1/SIGUSR2)
     keep_checkpoints: int = 3  # keep the newest K checkpoints; 0 keeps all
     skip_nonfinite: int = 0  # 0: a non-finite loss or grad norm stops the run; N: skip up to N such steps first
-    resume: str = "auto"  # auto: newest valid checkpoint in the run dir | never | <checkpoint file or run dir>
+    resume: str = path_field("auto")  # auto: newest valid checkpoint in the run dir | never | <checkpoint file or run dir>
     # Fine-tuning: start from these weights (a checkpoint, run dir or HF GPT-2 folder); arch/model must match.
-    init_from: Optional[str] = None
+    init_from: Optional[str] = path_field()
     peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
     objective: Optional[str] = None  # a final metric (e.g. val/loss) that the job returns, for Optuna sweeps
     rerun: bool = False  # train a finished (or any earlier) run in this run dir again, from scratch (minigpt/rundir.py)
@@ -200,7 +208,7 @@ class LoggerConfig:
     job_type: Optional[str] = None  # None: the run's overrides without seeds (minigpt/experiment.py), else the arch
     tags: List[str] = field(default_factory=list)  # added to the automatic arch=/model= tags
     mode: Optional[str] = None  # online | offline | disabled; None: follow WANDB_MODE (default online)
-    dir: Optional[str] = None  # where the wandb/ folder goes; None: the run directory
+    dir: Optional[str] = path_field()  # where the wandb/ folder goes; None: the run directory
 
 
 @dataclass
@@ -247,8 +255,8 @@ class ClusterConfig:
 class HellaSwagConfig:
     """HellaSwag validation (minigpt/eval/): where the data comes from, how often, how much."""
 
-    path: Optional[str] = None  # a hellaswag_val.jsonl; None: the cache, then a verified download
-    cache_dir: str = "${oc.env:MINIGPT_CACHE,${oc.env:HOME,.}/.cache/minigpt}/hellaswag"
+    path: Optional[str] = path_field()  # a hellaswag_val.jsonl; None: the cache, then a verified download
+    cache_dir: str = path_field("${oc.env:MINIGPT_CACHE,${oc.env:HOME,.}/.cache/minigpt}/hellaswag")
     download: bool = True  # fetch the official file (sha256-checked) when it is not cached
     url: str = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"  # or a mirror
     every: int = 250  # steps between evaluations in training; 0: only after the last step
@@ -294,8 +302,24 @@ def to_container(cfg: Any) -> dict:
     return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
 
 
+def expand_user_paths(node: Any) -> Any:
+    """Expand a leading `~` (`~user`) in every `path_field` of a config tree, in place; returns `node`.
+
+    Done once here rather than where each path is opened, so no code path can miss it: Hydra passes
+    `'data.path="~/corpus"'` through as the literal `~/corpus` (the shell does not expand a quoted `~`,
+    nor an unquoted one after `data.path=`), as it does `~` in YAML presets.
+    """
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            expand_user_paths(value)
+        elif f.metadata.get("path") and isinstance(value, str):
+            setattr(node, f.name, os.path.expanduser(value))
+    return node
+
+
 def to_config(cfg: Any) -> Config:
-    """DictConfig (from Hydra) -> typed `Config` objects, resolving interpolations.
+    """DictConfig (from Hydra) -> typed `Config` objects, resolving interpolations and expanding `~` in paths.
 
     A `???` left in the config (e.g. data=text without data.path) becomes one clear ConfigError line.
     """
@@ -305,7 +329,7 @@ def to_config(cfg: Any) -> Config:
     from minigpt.errors import ConfigError
 
     try:
-        return OmegaConf.to_object(cfg)
+        return expand_user_paths(OmegaConf.to_object(cfg))
     except MissingMandatoryValue as exc:
         key = exc.full_key or "a required value"
         raise ConfigError(f"{key} is required but not set: add {key}=... to the command line") from exc
@@ -323,3 +347,44 @@ def compose_typed(overrides: list[str]) -> Config:
     conf_dir = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+class ExpandUserDirs(Callback):
+    """Expand a leading `~` in Hydra's own output folders, `hydra.run.dir` and `hydra.sweep.dir`.
+
+    They are Hydra's keys, not ours, so `to_config` never sees them, and Hydra would create a folder
+    literally named `~` in the current directory. Listed first in conf/config.yaml's callbacks, so
+    the run-dir lock and Hydra's own mkdir see the expanded folder.
+    """
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _expand_hydra_dir(config, "run")
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        # Each job's config is composed again from the recorded overrides (Hydra's load_sweep_config),
+        # so the override itself is rewritten too, not only this composed value.
+        if (expanded := _expand_hydra_dir(config, "sweep")) is not None:
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.overrides.hydra = [
+                    f"hydra.sweep.dir={_hydra_quote(expanded)}" if o.split("=", 1)[0] == "hydra.sweep.dir" else o
+                    for o in config.hydra.overrides.hydra
+                ]
+
+
+def _expand_hydra_dir(config: Any, mode: str) -> Optional[str]:
+    """Replace `hydra.<mode>.dir` by its home-expanded value if it starts with `~`; returns that value, else None."""
+    try:
+        folder = str(config.hydra[mode].dir)
+    except Exception:  # noqa: BLE001 - a folder that only resolves later (per job) is left to Hydra
+        return None
+    if not folder.startswith("~"):
+        return None
+    expanded = os.path.expanduser(folder)
+    with read_write(config.hydra), open_dict(config.hydra):
+        config.hydra[mode].dir = expanded
+    return expanded
+
+
+def _hydra_quote(value: str) -> str:
+    """`value` as a quoted string in Hydra's override grammar."""
+    return f"'{value}'" if "'" not in value else f'"{value}"'

@@ -65,7 +65,7 @@ def _candidates(resume: str, run_dir: Path) -> list[Path]:
     if own:  # this run was restarted (requeue, rerun): its own newer checkpoints win over the start point
         log.info(f"{run_dir} already holds checkpoints: continuing from them rather than train.resume={resume}")
         return own[::-1]
-    path = Path(resume).expanduser()
+    path = Path(resume)
     if path.is_dir():
         return [find_checkpoint(path), *list_checkpoints(path)[-2::-1]]
     return [find_checkpoint(path)]  # a file, or a clear error if it does not exist

@@ -17,14 +17,21 @@ if TYPE_CHECKING:
 
 @dataclass
 class PeriodicTask:
-    """Runs every `every` steps (if > 0) and after the last step; returns metrics to log."""
+    """Runs every `every` steps (if > 0) and after the last step; returns metrics to log.
+
+    With `at_start` (and `every` > 0) it also runs at step 0 of a fresh run, before the first
+    optimizer step, so a curve starts where training starts (validation: at ~ln(vocab) = 10.8).
+    """
 
     name: str
     every: int
     run: Callable[["Trainer"], dict]
     metrics: tuple[str, ...] = ()  # the numeric metrics `run` returns (what train.objective may name)
+    at_start: bool = False
 
     def due(self, step: int, last: bool) -> bool:
+        if step == 0:
+            return self.at_start and self.every > 0
         return last or (self.every > 0 and step % self.every == 0)
 
 

@@ -120,7 +120,7 @@ class Trainer:
         self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
         self.clock = StepClock()
         self.tasks = [
-            PeriodicTask("val", tc.val_loss_every, Trainer.validate, metrics=("val/loss",)),
+            PeriodicTask("val", tc.val_loss_every, Trainer.validate, metrics=("val/loss",), at_start=True),
             PeriodicTask("sample", tc.sample_every, Trainer.sample),
             *build_eval_tasks(cfg),
             *(extra_tasks or []),
@@ -282,6 +282,15 @@ class Trainer:
         finally:
             run_lock.release(lock)
 
+    def run_tasks(self, tasks: list[PeriodicTask]) -> dict:
+        """Run these periodic tasks at this step, logging each one's metrics; returns them all."""
+        results: dict = {}
+        for task in tasks:
+            out = task.run(self)
+            self.logger.log(out, self.step)
+            results.update(out)
+        return results
+
     def _fit(self) -> dict:
         tc = self.cfg.train
         resumed = resume_trainer(self)  # before the loggers open, so they continue the checkpoint's run
@@ -306,6 +315,9 @@ class Trainer:
         collector = GarbageCollection(tc.gc_every)
         try:
             with collector:
+                if self.step == 0:  # a fresh run (a resumed one logged its step 0 already): the curves' start
+                    with self.clock.paused():
+                        final.update(self.run_tasks([task for task in self.tasks if task.due(0, last=False)]))
                 while self.step < tc.num_iterations:
                     final.update(self._loop_step(checkpoints, collector))
         except BaseException as exc:
@@ -340,10 +352,7 @@ class Trainer:
                 f"{metrics['train/peak_mem_gb']:.2f} GiB"
             )
         with self.clock.paused():  # evaluation and checkpoint time is not step time
-            for task in due:
-                out = task.run(self)
-                self.logger.log(out, self.step)
-                metrics.update(out)
+            metrics.update(self.run_tasks(due))
             checkpoints.after_step(self, last)  # periodic, final, or asked for by a signal
         collector.step(self.step)
         return metrics

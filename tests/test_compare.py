@@ -51,7 +51,7 @@ def test_tiny_ablation_with_seeds_ends_in_verdicts(tmp_path, capsys):
     assert all(re.fullmatch(r"[a-z0-9_]+_tiny_s[12]-[0-9a-f]{8}", p.name) for p in runs)
     job_types = []
     for run_dir in runs:
-        assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [2, 4]
+        assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [0, 2, 4]  # step 0: before training
         assert (run_dir / "hellaswag" / "step_000004.parquet").is_file()
         # W&B: group = the sweep, job_type = the configuration without seeds, the records as an artifact
         records = finished_run_records(run_dir)

@@ -90,3 +90,60 @@ def test_preset_with_typo_key_fails(tmp_path):
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         with pytest.raises((ConfigCompositionException, ConfigKeyError)):
             compose(config_name="config", overrides=["arch=typo"])
+
+
+def _path_keys(node, prefix="") -> list[str]:
+    """Dotted keys of every field declared with `path_field` in the typed config."""
+    import dataclasses
+
+    keys = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _path_keys(value, f"{prefix}{f.name}.")
+        elif f.metadata.get("path"):
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def test_a_leading_tilde_is_the_home_folder_in_every_path_field(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    keys = _path_keys(Config())
+    assert {"data.path", "data.cache_dir", "data.prepare.source", "train.resume", "train.init_from", "logger.dir",
+            "eval.hellaswag.path", "eval.hellaswag.cache_dir"} <= set(keys)
+    # the quoting the README shows: Hydra's lexer refuses an unquoted ~, a quoted one reaches the config as is
+    cfg = to_config(compose_config([f'{key}="~/{key}/*.jsonl"' for key in keys]))
+    for key in keys:
+        section, *rest = key.split(".")
+        value = getattr(cfg, section)
+        for name in rest:
+            value = getattr(value, name)
+        assert value == f"{home}/{key}/*.jsonl", key
+    # values that are not paths, or do not start with ~, are left alone
+    cfg = to_config(compose_config(["data.prepare.source=HuggingFaceFW/fineweb-edu", 'data.path="a/~b"']))
+    assert cfg.train.resume == "auto" and cfg.data.prepare.source == "HuggingFaceFW/fineweb-edu"
+    assert cfg.data.path == "a/~b"
+    with pytest.raises(Exception, match="LexerNoViableAltException"):
+        compose_config(["data.path=~/corpus"])
+
+
+def test_cli_expands_tilde_in_data_path_and_hydra_dirs(tmp_path):
+    """`'data.path="~/corpus"'` and `'hydra.run.dir="~/..."'` / `'hydra.sweep.dir="~/..."'` use $HOME, and
+    no folder named `~` appears in the working directory."""
+    from tests.conftest import ROOT, TINY, read_metrics, run_cli
+
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    (home / "corpus").mkdir(parents=True)
+    cwd.mkdir()
+    (home / "corpus" / "plays.txt").write_text("To be, or not to be, that is the question.\n" * 400)
+    quick = [*TINY, "data=text", 'data.path="~/corpus"', "train.num_iterations=1", "train.val_max_steps=1",
+             "train.sample_every=0", "logger=none"]
+    env = {"HOME": str(home)}
+    single = run_cli(["minigpt.train", *quick, 'hydra.run.dir="~/runs/one"'], cwd=cwd, env_extra=env)
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert [r["step"] for r in read_metrics(home / "runs" / "one") if "train/loss" in r] == [1]
+    sweep = run_cli(["minigpt.train", "-m", *quick, 'hydra.sweep.dir="~/sweep"', "train.seed=7"], cwd=cwd, env_extra=env)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    assert len(list((home / "sweep").glob("*/metrics.jsonl"))) == 1
+    assert list(cwd.iterdir()) == []

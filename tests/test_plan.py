@@ -232,10 +232,11 @@ def test_a_finished_cpu_run_calibrates_the_next_forecast_and_compare_shows_forec
     after = json.loads((second_dir / "run_summary.json").read_text())
     forecast, measured = after["forecast"]["tokens_per_s"], after["tokens_per_s"]
     assert "from 1 finished run(s) of L2 d64 h4 T64 on cpu" in after["forecast"]["throughput_source"]
-    # Stated tolerance: a factor of 3. On an idle machine the two runs agree within ~10%, but these are short
-    # runs on 2 shared cores, where other processes swing the rate by 2x between runs; a wrong FLOP count, unit
-    # or rank scaling would be off by far more.
-    assert 1 / 3 < measured / forecast < 3, (measured, forecast)
+    # Same model shape, dtype and device: the forecast is the first run's achieved FLOP/s over the same
+    # FLOPs per token, i.e. its measured tokens/s (how close the second run then comes depends on the
+    # machine's load, a benchmark's business, not a unit test's).
+    assert forecast == pytest.approx(before["tokens_per_s"], rel=1e-3), (forecast, before["tokens_per_s"])
+    assert measured > 0
 
     assert compare_main([str(tmp_path / "outputs" / "runs"), "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out

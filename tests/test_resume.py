@@ -79,6 +79,8 @@ def test_signals_checkpoint_at_the_step_boundary_and_the_run_resumes_exactly(tmp
     resumed = Trainer(cfg, run_dir)
     resumed.fit()
     assert losses(run_dir) == reference  # bit-identical, every step logged once
+    # the step-0 validation of the first segment is not repeated by the resumed segments
+    assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [0, 4, 8]
     # keep_checkpoints=3: the oldest were pruned as newer ones were written
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(run_dir)] == [5, 6, 8]
     assert resumed.step == STEPS and resumed.tokens_seen == STEPS * 4 * 64
@@ -88,6 +90,7 @@ def test_signals_checkpoint_at_the_step_boundary_and_the_run_resumes_exactly(tmp
     from_ckpt = tiny_config(*RUN, f"train.resume={checkpoint_path(run_dir, 5)}")
     Trainer(from_ckpt, other).fit()
     assert losses(other) == {s: reference[s] for s in range(6, STEPS + 1)}
+    assert [r["step"] for r in read_metrics(other) if "val/loss" in r] == [8]  # a fork starts past step 0
     # rerun (e.g. requeued) with the same train.resume: its own newer checkpoints win, nothing is redone
     again = Trainer(from_ckpt, other)
     again.fit()

@@ -36,15 +36,17 @@ def test_offline_run_history_holds_the_logged_keys(tmp_path, wandb_offline):
     rows = history(records)
     jsonl = read_metrics(tmp_path)
 
-    # every train step reached W&B with the same values as metrics.jsonl
+    # every train step reached W&B with the same values as metrics.jsonl, after the step-0 validation
     train = [r for r in jsonl if "train/loss" in r]
-    assert [r["_step"] for r in rows] == [1, 2, 3]
-    for wb, local in zip(rows, train):
+    val = [r for r in jsonl if "val/loss" in r]
+    assert [r["_step"] for r in rows] == [0, 1, 2, 3] and [r["step"] for r in val] == [0, 3]
+    assert "train/loss" not in rows[0] and rows[0]["val/loss"] == pytest.approx(val[0]["val/loss"])
+    for wb, local in zip(rows[1:], train, strict=True):
         for key in ("train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/tokens_per_s",
                     "train/ms_per_step", "train/mfu"):
             assert wb[key] == pytest.approx(local[key]), key
     last = rows[-1]
-    assert last["val/loss"] == pytest.approx(next(r["val/loss"] for r in jsonl if "val/loss" in r))
+    assert last["val/loss"] == pytest.approx(val[-1]["val/loss"])
     assert last["samples/_type"] == "table-file" and last["samples/nrows"] == 1  # the text sample table
     assert last["run/gpu_hours"] == 0 and last["run/cost"] == 0 and last["run/wall_hours"] > 0
 
@@ -89,7 +91,7 @@ def test_wandb_failing_mid_run_does_not_stop_training(tmp_path, wandb_offline):
     assert math.isfinite(final["val/loss"])
     assert [r["step"] for r in read_metrics(tmp_path) if "train/loss" in r] == [1, 2, 3]
     assert len(warnings) == 1 and "WandbLogger failed" in warnings[0] and "is finished" in warnings[0]
-    assert len(history(finished_run_records(tmp_path))) == 1  # W&B got step 1 only
+    assert [r["_step"] for r in history(finished_run_records(tmp_path))] == [0, 1]  # W&B got steps 0 (val) and 1 only
     assert read_summary(tmp_path)["status"] == "finished"
 
 

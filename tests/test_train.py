@@ -8,25 +8,26 @@ import torch
 from minigpt.checkpoint import list_checkpoints, load_checkpoint, load_model
 from minigpt.errors import ConfigError
 from minigpt.trainer import Trainer
-from tests.conftest import ROOT, TINY, read_metrics, run_cli, tiny_config
+from tests.conftest import ROOT, TINY, read_losses, read_metrics, run_cli, tiny_config
 
 FAST = ["optim.learning_rate=3e-3", "optim.warmup_iters=10", "train.sample_every=0"]
 
 
 def test_validation_loss_falls_substantially(tmp_path):
     cfg = tiny_config(*FAST, "train.num_iterations=60", "train.val_loss_every=30")
-    trainer = Trainer(cfg, tmp_path)
-    initial = trainer.validate()["val/loss"]
-    assert initial == pytest.approx(math.log(50257), abs=0.3)
-    final = trainer.fit()
-    assert final["val/loss"] < initial - 3.0
-
+    final = Trainer(cfg, tmp_path).fit()
     rows = read_metrics(tmp_path)
+    # validation runs at step 0 too, before the first optimizer step: the curve starts at ln(vocab)
+    val_rows = [r for r in rows if "val/loss" in r]
+    assert [r["step"] for r in val_rows] == [0, 30, 60]
+    initial = val_rows[0]["val/loss"]
+    assert initial == pytest.approx(math.log(50257), abs=0.3)
+    assert final["val/loss"] == val_rows[-1]["val/loss"] < initial - 3.0
+
     train_rows = [r for r in rows if "train/loss" in r]
     assert [r["step"] for r in train_rows] == list(range(1, 61))
     for key in ("train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s"):
         assert all(isinstance(r[key], float) and math.isfinite(r[key]) for r in train_rows), key
-    assert [r["step"] for r in rows if "val/loss" in r] == [30, 60]
     assert train_rows[9]["train/lr"] == pytest.approx(3e-3)  # warmup peaks at step warmup_iters
     assert train_rows[-1]["train/lr"] < train_rows[30]["train/lr"]  # then cosine decay
 
@@ -90,6 +91,8 @@ def test_cli_trains_writes_run_dir_and_reports_bad_input_in_one_line(tmp_path):
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert len(read_metrics(run_dir)) >= 3 and list_checkpoints(run_dir)
+    # val_loss_every=0: validation only after the last step (none at step 0)
+    assert [r["step"] for r in read_metrics(run_dir) if "val/loss" in r] == [3]
     assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "train.log").exists()
 
     bad = run_cli(["minigpt.train", "model.n_head=5", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=ROOT)
@@ -109,3 +112,14 @@ def test_mfu_is_logged_against_a_given_peak(tmp_path):
     rows = [r for r in read_metrics(tmp_path) if "train/loss" in r]
     for r in rows:
         assert r["train/mfu"] == pytest.approx(trainer.flops_per_token * r["train/tokens_per_s"] / 1e12)
+
+
+def test_validation_including_step_0_leaves_the_training_losses_unchanged(tmp_path):
+    """Validating (at step 0 and every 2 steps) reads no training batch and draws no random number."""
+    losses = {}
+    for every in (0, 2):
+        cfg = tiny_config(*FAST, "train.num_iterations=4", f"train.val_loss_every={every}")
+        Trainer(cfg, tmp_path / str(every)).fit()
+        losses[every] = read_losses(tmp_path / str(every))
+        assert bool([r for r in read_metrics(tmp_path / str(every)) if r["step"] == 0]) == (every > 0)
+    assert losses[2] == losses[0] and sorted(losses[0]) == [1, 2, 3, 4]

@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hellaswag-batch-size", type=int, default=256, help="suite: evaluator rows per forward")
     parser.add_argument("--json", default=None, help="suite: also write the results to this JSON file")
     parser.add_argument("overrides", nargs="*", help="config overrides, as for minigpt.train")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    # intermixed: options may come after the overrides too (`... train.device=cpu --steps 5`)
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else argv)
 
     from minigpt import distributed
     from minigpt.bench.throughput import check_reference_config, compare_reference, measure

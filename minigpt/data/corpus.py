@@ -97,13 +97,13 @@ def resolve_files(pattern: str | None, suffixes: tuple[str, ...], what: str) -> 
     """A folder (searched recursively), a file or a glob -> sorted files with the given suffixes."""
     if not pattern:
         raise ConfigError(f"data.path is not set: point it at a folder, file or glob of {what}")
-    path = Path(os.path.expanduser(pattern))
+    path = Path(pattern)  # a leading ~ was expanded with the config (minigpt.config.expand_user_paths)
     if path.is_dir():
         files = [p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes]
     elif path.is_file():
         files = [path]
     else:
-        files = [Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file()]
+        files = [Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file()]
         files = [p for p in files if p.suffix in suffixes]
     if not files:
         raise ConfigError(f"data.path={pattern} matches no {what}: check the path (no such file or folder?)")

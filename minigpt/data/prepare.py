@@ -39,8 +39,7 @@ def shard_name(index: int) -> str:
 
 
 def is_local(source: str) -> bool:
-    path = os.path.expanduser(source)
-    return os.path.exists(path) or any(ch in source for ch in "*?[") or source.startswith((".", "/", "~"))
+    return os.path.exists(source) or any(ch in source for ch in "*?[") or source.startswith((".", "/", "~"))
 
 
 def open_documents(pc: PrepareConfig):
@@ -139,7 +138,7 @@ def prepare_shards(cfg: DataConfig, log=print, progress: bool = True) -> list[Pa
         raise ConfigError("data.path is not set: the folder to write the shards into")
     if pc.shard_size < 2:
         raise ConfigError(f"data.prepare.shard_size={pc.shard_size} is too small: use e.g. 100000000 tokens")
-    folder = Path(os.path.expanduser(cfg.path))
+    folder = Path(cfg.path)
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"format": FORMAT, "tokenizer": "gpt2", "source": pc.source, "subset": pc.subset, "split": pc.split,
                 "text_field": pc.text_field, "shard_size": pc.shard_size}

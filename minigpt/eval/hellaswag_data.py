@@ -79,10 +79,12 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return examples
 
 
-def download_official(dest: Path, url: str = OFFICIAL_URL, timeout: float = 30.0) -> Path:
+def download_official(dest: Path, url: str = OFFICIAL_URL, timeout: float = 30.0,
+                      log: Callable[[str], None] = print) -> Path:
     """Fetch the official file, check its sha256, then write it to `dest` (never a partial or wrong file)."""
     chunks = []
     with urllib.request.urlopen(url, timeout=timeout) as resp:
+        log(f"downloading HellaSwag validation set from {url}")  # once connected: offline stays one line
         total = int(resp.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc="hellaswag_val.jsonl", leave=False) as bar:
             while chunk := resp.read(1 << 20):
@@ -115,9 +117,9 @@ def default_cache_dir() -> Path:
     """eval.hellaswag.cache_dir as the config resolves it: $MINIGPT_CACHE/hellaswag, default ~/.cache/minigpt/hellaswag."""
     from omegaconf import OmegaConf
 
-    from minigpt.config import HellaSwagConfig
+    from minigpt.config import HellaSwagConfig, expand_user_paths
 
-    return Path(OmegaConf.to_object(OmegaConf.structured(HellaSwagConfig)).cache_dir).expanduser()
+    return Path(expand_user_paths(OmegaConf.to_object(OmegaConf.structured(HellaSwagConfig))).cache_dir)
 
 
 def cached_file(cache_dir: str | os.PathLike) -> Path | None:
@@ -159,11 +161,11 @@ def load_hellaswag(hc, log: Callable[[str], None] = print) -> list[dict]:
     source works.
     """
     if hc.path:
-        path = Path(hc.path).expanduser()
+        path = Path(hc.path)
         if not path.is_file():
             raise ConfigError(f"eval.hellaswag.path={hc.path} does not exist: point it at hellaswag_val.jsonl")
         return read_jsonl(path)
-    cache = Path(hc.cache_dir).expanduser()
+    cache = Path(hc.cache_dir)
     if (found := cached_file(cache)) is not None:
         return read_jsonl(found)
     url = hc.url or OFFICIAL_URL
@@ -171,8 +173,7 @@ def load_hellaswag(hc, log: Callable[[str], None] = print) -> list[dict]:
     if not hc.download:
         raise HellaSwagUnavailable(f"HellaSwag data not found and eval.hellaswag.download=false: {how}")
     try:
-        log(f"downloading HellaSwag validation set from {url}")
-        return read_jsonl(download_official(cache / OFFICIAL_NAME, url))
+        return read_jsonl(download_official(cache / OFFICIAL_NAME, url, log=log))
     except Exception as exc:  # noqa: BLE001 - every failure leads to the fallback or the one-line message
         reason = f"{url}: {getattr(exc, 'reason', exc)}"
         if _offline(exc):
