@@ -27,6 +27,18 @@ from pathlib import Path
 
 from minigpt.atomic import write_text_atomic
 
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (the summary records host and pid, so a reader on the same
+    host can tell a run that is still going from one whose process died without saying so)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
 SUMMARY_FILE = "run_summary.json"
 HEARTBEAT_S = 60.0
 log = logging.getLogger("minigpt")

@@ -158,22 +158,12 @@ class RunState:
         }[self.kind]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_state(run_dir: str | os.PathLike, num_iterations: int, rerun: bool = False) -> RunState:
     """What a rerun of the job will find in its directory (`rerun`: train.rerun=true, which starts afresh)."""
     import socket
 
     from minigpt.checkpoint import list_checkpoints
-    from minigpt.run_record import read_summary
+    from minigpt.run_record import pid_alive, read_summary
 
     run_dir = Path(run_dir)
     if rerun:
@@ -188,7 +178,7 @@ def run_state(run_dir: str | os.PathLike, num_iterations: int, rerun: bool = Fal
         return RunState("finished", step)
     if status in ("failed", "diverged"):
         return RunState("rerun_failed", ckpt_step, summary.get("error") or status)
-    alive = status == "running" and summary.get("host") == socket.gethostname() and _pid_alive(int(summary.get("pid", 0)))
+    alive = status == "running" and summary.get("host") == socket.gethostname() and pid_alive(int(summary.get("pid", 0)))
     if alive and summary.get("pid") != os.getpid():
         return RunState("running", step)
     return RunState("resume", ckpt_step) if checkpoints else RunState("new")

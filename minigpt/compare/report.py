@@ -18,17 +18,9 @@ from minigpt.compare import stats, tokens_to_target
 from minigpt.compare.groups import Group, Table, build_tables, group_runs
 from minigpt.compare.plots import hellaswag_protocols, plot_forest, plot_hellaswag, plot_val_loss
 from minigpt.compare.runs import Run
+from minigpt.units import si
 from minigpt.plan.calibration import forecast_rows
 from minigpt.compare.verdicts import VAL_LOSS, Verdict, correctness, fmt_p, hellaswag_metric, table_verdicts
-
-
-def _si(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -79,10 +71,10 @@ def run_table(runs: list[Run], protocols: list[str],
         status = run.status + (f" ({run.note})" if run.note else "")
         rows.append([
             run.name, str(run.cfg("arch.name", "-")), str(run.cfg("model.name", "-")), run.seed_label,
-            _si(s.get("params")), _si(tokens), f"{val:.4f}" if val is not None else "-",
+            si(s.get("params")), si(tokens), f"{val:.4f}" if val is not None else "-",
             *[f"{b:.4f}" if b is not None else "-" for b in best],
             *([to_target.get(id(run), "-")] if to_target else []),
-            _si(_median(run, "train/tokens_per_s")), f"{100 * mfu:.1f}%" if mfu is not None else "-",
+            si(_median(run, "train/tokens_per_s")), f"{100 * mfu:.1f}%" if mfu is not None else "-",
             _duration(s.get("wall_s")), f"{gpu_h:.2f}" if gpu_h is not None else "-",
             f"{cost:.2f} {unit}".strip() if cost is not None else "-", status,
         ])

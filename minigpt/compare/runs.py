@@ -19,7 +19,7 @@ from pathlib import Path
 
 from minigpt.errors import ConfigError
 from minigpt.eval.records import records_files
-from minigpt.run_record import SUMMARY_FILE, read_summary
+from minigpt.run_record import SUMMARY_FILE, pid_alive, read_summary
 
 STALE_S = 600  # a run without run_summary.json whose metrics stopped moving this long ago is not running
 
@@ -152,22 +152,12 @@ def _read_overrides(run_dir: Path) -> list[str]:
         return []
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def infer_status(run: Run, metrics_mtime: float | None) -> tuple[str, str]:
     s = run.summary
     last_step = max((int(r.get("step", 0)) for r in run.rows), default=0)
     if s:
         status = s.get("status", "failed")
-        if status == "running" and s.get("host") == socket.gethostname() and s.get("pid") and not _pid_alive(s["pid"]):
+        if status == "running" and s.get("host") == socket.gethostname() and s.get("pid") and not pid_alive(s["pid"]):
             return "failed", "process gone"
         if status in ("failed", "diverged"):  # diverged: a non-finite loss or grad norm stopped it
             return status, s.get("error") or ""

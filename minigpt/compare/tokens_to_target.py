@@ -19,6 +19,7 @@ from typing import Sequence
 
 from minigpt.compare.groups import Group, Table
 from minigpt.compare.runs import Run
+from minigpt.units import si
 
 Curve = Sequence[tuple[float, float]]  # (tokens seen, val loss), in any order
 
@@ -125,9 +126,7 @@ def table_target(table: Table) -> float | None:
 
 
 def _tokens_text(tokens: float | None, reached_anything: bool) -> str:
-    from minigpt.compare.report import _si  # imported on use: report.py imports this module
-
-    return _si(tokens) if tokens is not None else ("not reached" if reached_anything else "-")
+    return si(tokens) if tokens is not None else ("not reached" if reached_anything else "-")
 
 
 def group_tokens(group: Group, table: Table) -> str:

@@ -18,17 +18,9 @@ from pathlib import Path
 
 from minigpt.cli import cli_errors
 from minigpt.errors import ConfigError
+from minigpt.units import si
 
 GIB = 2**30
-
-
-def _si(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def _hours(seconds: float | None) -> str:
@@ -54,12 +46,12 @@ def plan_rows(forecasts: list, states: list, names: list[str], unit: str) -> tup
     for name, f, state in zip(names, forecasts, states):
         mem = f"{f.memory.peak / GIB:.1f}/{f.memory_limit_gb:.1f}" if f.memory else "-"
         fits = {True: "yes", False: "NO", None: "-"}[f.fits]
-        rows.append([name, state.describe(), _si(f.params), _si(f.tokens), mem, fits, _num(f.max_batch_size, "{}"),
-                     _si(f.tokens_per_s), _hours(f.wall_s), _num(f.gpu_hours), _num(f.cost, "{:.0f}"),
+        rows.append([name, state.describe(), si(f.params), si(f.tokens), mem, fits, _num(f.max_batch_size, "{}"),
+                     si(f.tokens_per_s), _hours(f.wall_s), _num(f.gpu_hours), _num(f.cost, "{:.0f}"),
                      _num(f.chunks, "{}")])
     known = [f for f in forecasts if f.wall_s is not None]
     total = lambda key: sum(getattr(f, key) for f in known) if known else None  # noqa: E731
-    rows.append([f"total ({len(forecasts)} jobs)", "", "", _si(sum(f.tokens for f in forecasts)), "", "", "", "",
+    rows.append([f"total ({len(forecasts)} jobs)", "", "", si(sum(f.tokens for f in forecasts)), "", "", "", "",
                  _hours(total("wall_s")), _num(total("gpu_hours")), _num(total("cost"), "{:.0f}"),
                  _num(sum(f.chunks or 0 for f in known) if known else None, "{}")])
     return header, rows
@@ -73,7 +65,7 @@ def detail_rows(forecasts: list, names: list[str]) -> tuple[list[str], list[list
     for name, f in zip(names, forecasts):
         m = f.memory
         parts = [m.weights, m.grads, m.optimizer, m.ddp_buckets, m.activations, m.cross_entropy, m.peak] if m else []
-        rows.append([name, _si(f.params_non_embedding), _si(f.flops_per_token), f"{f.flops:.2e}",
+        rows.append([name, si(f.params_non_embedding), si(f.flops_per_token), f"{f.flops:.2e}",
                      *([f"{b / GIB:.2f}" for b in parts] if parts else ["-"] * 7)])
     return header, rows
 
