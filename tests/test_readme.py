@@ -265,6 +265,34 @@ def test_link_check_finds_what_github_would_not_resolve(tmp_path):
     assert [b.split()[0] for b in broken_links(doc)] == ["#not-a-heading", "#twice-2", "b.md", "../README.md#nope"]
 
 
+def test_the_config_table_names_every_preset_and_key():
+    """The README's config-group table has, in each group's row, every preset in conf/<group>/ and every
+    field of the group's dataclass (nested ones as `prepare.source`), so no key used later is missing."""
+    import dataclasses
+
+    from minigpt import config
+
+    rows = dict(re.findall(r"^\| `(\w+)` \|(.*)$", README.read_text(encoding="utf-8"), flags=re.M))
+    schemas = {"arch": config.ArchConfig, "model": config.ModelConfig, "optim": config.OptimConfig,
+               "data": config.DataConfig, "train": config.TrainConfig, "logger": config.LoggerConfig,
+               "cluster": config.ClusterConfig, "eval": config.EvalConfig, "experiment": None}
+
+    def keys(schema, prefix=""):
+        for f in dataclasses.fields(schema):
+            nested = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            if dataclasses.is_dataclass(nested):
+                yield from keys(type(nested), f"{prefix}{f.name}.")
+            elif f.name != "name":
+                yield prefix + f.name
+
+    missing = []
+    for group, schema in schemas.items():
+        names = [p.stem for p in sorted((ROOT / "conf" / group).rglob("*.yaml"))]
+        names += list(keys(schema)) if schema else []
+        missing += [f"{group}: {name}" for name in names if f"`{name}`" not in rows.get(group, "")]
+    assert missing == []
+
+
 # ---------------------------------------------------------------------- running
 
 
