@@ -122,7 +122,7 @@ def lean_loss_bytes(tokens: int, width: int, head_rows: int, half: bool, softcap
 
 def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
     """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less)."""
-    from minigpt.trainer import validate_train_config
+    from minigpt.validate import validate_train_config
 
     arch, model, tc = cfg.arch, cfg.model, cfg.train
     grad_accum = validate_train_config(cfg, world_size)
