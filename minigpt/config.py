@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, open_dict, read_write
 
-from minigpt.rundir import register_resolvers
+from minigpt.run_identity import register_resolvers
 
 
 def path_field(default: Optional[str] = None) -> Any:
@@ -302,7 +302,7 @@ def register_configs() -> None:
 
 
 register_configs()
-register_resolvers()  # ${minigpt.run_hash:} / ${minigpt.run_name:} in hydra.run.dir and the sweeps' subdirs
+register_resolvers(Config)  # ${minigpt.run_hash:} / ${minigpt.run_name:} in hydra.run.dir and the sweeps' subdirs
 
 
 def to_container(cfg: Any) -> dict:

@@ -47,6 +47,18 @@ class JsonlLogger:
         self._f.close()
 
 
+def last_logged(path: Path) -> dict:
+    """The last logged value of every key in metrics.jsonl: a finished run's final metrics."""
+    final: dict = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                final.update({k: v for k, v in json.loads(line).items() if k != "step"})
+            except json.JSONDecodeError:
+                continue
+    return final
+
+
 def _jsonable(v):
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)

@@ -276,18 +276,6 @@ def drop_metrics_after(path: Path, step: int) -> None:
         log.info(f"dropped {dropped} metrics.jsonl rows logged after step {step}; those steps run again")
 
 
-def last_logged(path: Path) -> dict:
-    """The last logged value of every key in metrics.jsonl: a finished run's final metrics."""
-    final: dict = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                final.update({k: v for k, v in json.loads(line).items() if k != "step"})
-            except json.JSONDecodeError:
-                continue
-    return final
-
-
 def prune_checkpoints(run_dir: Path, keep: int, newest: Path) -> None:
     """Keep `newest` (just written) and the keep-1 checkpoints before it; keep <= 0 keeps all.
 

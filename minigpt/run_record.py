@@ -24,6 +24,7 @@ import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from minigpt.atomic import write_text_atomic
 
@@ -104,7 +105,9 @@ class RunRecord:
 
     The ranks come from the trainer's `dist` (what distributed.setup() joined), not from the environment."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer, forecast: Callable | None = None):
+        """`forecast(trainer, start_step)`: the plan made at the run's start (minigpt.plan.forecast.start_forecast),
+        handed in so this module does not import the planner, which reads run records."""
         from minigpt.perf import device_name
 
         self.path = Path(trainer.run_dir) / SUMMARY_FILE
@@ -153,16 +156,15 @@ class RunRecord:
             self.data["forked_from"] = previous["forked_from"]
         # Forecast at the first logged step, not here: start-up (before the checkpoint signal handlers are
         # installed) stays as short as it was. It depends only on the config, device and earlier runs.
-        self._forecast_for = trainer if self.active and not self.data["forecast"] else None
+        self._forecast_for = trainer if self.active and forecast and not self.data["forecast"] else None
+        self._forecast = forecast
         self._start_step = trainer.step
         self._write()
 
     def _record_forecast(self) -> None:
         trainer, self._forecast_for = self._forecast_for, None
         try:
-            from minigpt.plan.forecast import start_forecast
-
-            self.data["forecast"] = start_forecast(trainer, self._start_step)
+            self.data["forecast"] = self._forecast(trainer, self._start_step)
         except Exception as exc:  # noqa: BLE001 - bookkeeping must never stop training
             log.warning(f"no forecast recorded ({type(exc).__name__}: {exc})")
 

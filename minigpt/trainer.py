@@ -34,12 +34,13 @@ from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
 from minigpt.divergence import DivergenceGuard
 from minigpt.eval.training import EVALS
 from minigpt.hooks import StepHook
-from minigpt.loggers import NullLogger, build_loggers
+from minigpt.loggers import NullLogger, build_loggers, last_logged
 from minigpt.memory import estimate_memory
 from minigpt.model import GPT
 from minigpt.optim import Schedule, build_optimizer, warmup_warning
+from minigpt.plan.forecast import start_forecast
 from minigpt.perf import GarbageCollection, StepClock, device_name, mfu, peak_flops, peak_flops_hint, peak_memory_gb
-from minigpt.resume import Checkpoint, Checkpointer, TrainState, last_logged
+from minigpt.resume import Checkpoint, Checkpointer, TrainState
 from minigpt.rng import RNGState
 from minigpt.run_record import RunRecord
 from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything, slow_dtype_warning
@@ -285,7 +286,7 @@ class Trainer:
         self.logger = (build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=resumed.logger_run_id,
                                      forked_from=resumed.forked_from, is_main=self.dist.is_main)
                        if self.dist.is_main else NullLogger())
-        record = RunRecord(self)  # run_summary.json: status, wall time, GPU-hours, cost
+        record = RunRecord(self, forecast=start_forecast)  # run_summary.json: status, wall time, GPU-hours, cost
         if resumed.forked_from:
             record.forked(resumed.forked_from)
         self.logger.add(record)

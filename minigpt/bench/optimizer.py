@@ -82,12 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.bench.throughput import time_steps
     from minigpt.config import compose_typed
     from minigpt.trainer import Trainer
+    from minigpt.validate import validate
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     base = ["arch=modern", "train.device=cpu", "train.val_loss_every=0", "train.sample_every=0"]
     with tempfile.TemporaryDirectory() as tmp:  # bad overrides: one error: line (cli_errors)
-        trainers = {name: Trainer(compose_typed([*base, *extra, *args.overrides]), f"{tmp}/{name}")
-                    for name, extra in VARIANTS.items()}
+        configs = {name: compose_typed([*base, *extra, *args.overrides]) for name, extra in VARIANTS.items()}
+        for cfg in configs.values():
+            validate(cfg)
+        trainers = {name: Trainer(cfg, f"{tmp}/{name}").prepare_data() for name, cfg in configs.items()}
     first = next(iter(trainers.values()))
     cfg = first.cfg
     print(f"model: {cfg.arch.name} {cfg.model.name} ({first.model.num_params() / 1e6:.2f}M params, "

@@ -64,8 +64,11 @@ def random_shards(folder: Path, tokens: int = 2**21, vocab: int = 50257) -> list
 def _trainer(overrides: list[str], run_dir: str):
     from minigpt.config import compose_typed
     from minigpt.trainer import Trainer
+    from minigpt.validate import validate
 
-    return Trainer(compose_typed([*DEFAULTS, *random_shards(Path(run_dir) / "shards"), *overrides]), run_dir)
+    cfg = compose_typed([*DEFAULTS, *random_shards(Path(run_dir) / "shards"), *overrides])
+    validate(cfg)
+    return Trainer(cfg, run_dir).prepare_data()
 
 
 def largest_batch(overrides: list[str], candidates: list[int], run_dir: str, reference: bool = False) -> int | None:
