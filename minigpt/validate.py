@@ -9,7 +9,8 @@ values and the relations between them: shapes the model cannot build, batches th
 choices a table does not hold (`eval=`, `logger=`, protocols, W&B modes, devices, resume modes).
 
 A few checks also run where a part is built outside training: `check_model` in `GPT.__init__`
-(HF import, forecasts on the meta device), `check_hellaswag` in `python -m minigpt.eval`.
+(HF import, forecasts on the meta device), `check_hellaswag` in `python -m minigpt.eval`, and
+`check_slurm_account` at SLURM submission (minigpt/slurm.py), the one moment it matters.
 """
 
 from __future__ import annotations
@@ -161,6 +162,14 @@ def check_hellaswag(hc) -> None:
         raise ConfigError(f"eval.hellaswag.every={hc.every} must be >= 0 (0: only after the last step)")
     if hc.path and not Path(hc.path).is_file():
         raise ConfigError(f"eval.hellaswag.path={hc.path} does not exist: point it at hellaswag_val.jsonl")
+
+
+def check_slurm_account(cluster) -> None:
+    if cluster.account_required and not cluster.account:
+        raise ConfigError(
+            f"cluster={cluster.name} needs a SLURM account: add cluster.account=<account> "
+            "(on TAMU HPRC, `myproject` lists your project accounts)"
+        )
 
 
 def final_metrics(cfg: Config, with_mfu: bool) -> list[str]:
