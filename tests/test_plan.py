@@ -132,7 +132,7 @@ def measured_peak_bytes(trainer: Trainer, steps: int = 3) -> int:
 ], ids=["logits", "autocast_gqa_accum", "activations", "end_of_backward", "modern_muon", "modern_muon_autocast"])
 def test_memory_forecast_matches_the_measured_cpu_peak(overrides):
     cfg = tiny_config("logger=none", *overrides)
-    trainer = Trainer(cfg, "unused")  # builds only; writes nothing
+    trainer = Trainer(cfg, "unused").prepare_data()  # the token cache only; nothing in the run dir
     measured = measured_peak_bytes(trainer)
     forecast = estimate_memory(trainer.model, cfg.arch, cfg.model, batch_size=cfg.train.batch_size,
                                seq_len=trainer.seq_len, dtype=cfg.train.dtype.value, grad_accum=trainer.grad_accum,
