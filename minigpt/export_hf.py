@@ -1,5 +1,7 @@
 """Export a checkpoint to a Hugging Face folder: `python -m minigpt.export_hf <ckpt or run dir> <out dir>`.
 
+The command only: the export itself is minigpt/hf/exporter.py.
+
 The folder loads with `AutoModelForCausalLM.from_pretrained(out_dir)` (no trust_remote_code) and
 works with transformers pipelines and lm-evaluation-harness (`--model hf`). Before writing, the
 exported model's logits are compared with minigpt's on random tokens (skip with --no-verify).
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from minigpt.checkpoint import load_model
     from minigpt.hf.converters import components
-    from minigpt.hf.export import export_model
+    from minigpt.hf.exporter import export_model
 
     model, ckpt = load_model(args.checkpoint)
     report = export_model(model, args.out_dir, dtype=args.dtype, verify=args.verify)

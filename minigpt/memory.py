@@ -1,29 +1,40 @@
-"""Peak memory of one training step on one device, estimated from the config alone (no model built).
+"""Peak memory of one training step on one device: the one memory model, for the start-up line, the bench
+and the forecast (`python -m minigpt.plan`). Only shapes count: a model built on the meta device is enough.
 
-`estimate_memory(cfg)` adds up what an eager training step holds at its two candidate peaks:
-- the end of the forward pass, inside the lean loss (minigpt/model/loss.py): weights, AdamW state,
+`estimate_memory(cfg, world_size)` (or `estimate_step_memory(model, ...)` for a model already built, at
+any micro-batch) adds up what an eager training step holds at its two candidate peaks:
+- the end of the forward pass, inside the lean loss (minigpt/model/loss.py): weights, optimizer state,
   gradients of earlier micro-steps, every activation autograd saved, the loss's own gradients and
   one chunk of logits with its softmax and matmul temporaries (and autocast's 16-bit head weight);
-- the end of the backward pass: weights, AdamW state, all gradients and the tied embedding's second
-  gradient (the lookup's and the head's are summed).
+- the end of the backward pass: weights, optimizer state, all gradients and, with tied embeddings, the
+  head's and the lookup's gradients of the shared table while autograd sums them;
+plus, on data-parallel runs, DDP's gradient buckets (a second copy of the gradients).
 
-Activations are counted per token, term by term, for what autograd keeps here (checked against
-`saved_tensors_hooks`): LayerNorm keeps its input, mean and rstd (RMSNorm, decomposed on CPU: input,
-normalised input, rstd); every linear keeps its input (a 16-bit copy under autocast); attention keeps
-q, k, v (views of the qkv projection's output, so all of it), the output and a log-sum-exp per head
-(SDPA's flash kernels: no T x T scores); RoPE keeps the rotated q and k; GELU its input and output,
-SwiGLU gate, silu(gate), up and their product (and, under autocast, one 16-bit copy of its
-input for each of its two input projections); the modern switches what `switch_bytes_per_token` lists.
-The residual stream and norms stay float32 under autocast. optim=muon keeps one float32 state (Muon's
-momentum) for the block matrices and AdamW's two for the rest. A compiled step (torch.compile fuses
-and recomputes elementwise ops) needs less: the estimate is an upper bound there. tests/test_memory.py
-compares it with the peak torch's MemTracker measures on CPU (eager, float32 and bf16 autocast, the
-four seed arch presets and arch=modern with AdamW and with Muon).
+Activations follow Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
+Models" (arXiv:2205.05198), section 4.1 (34*h bytes per layer and token plus 5*a*s of attention
+scores), redone term by term for what autograd keeps here (checked against `saved_tensors_hooks`): no
+dropout (no masks); SDPA's flash kernels keep the output and a log-sum-exp per head, no s x s scores;
+LayerNorm keeps its input, mean and rstd (RMSNorm, decomposed on CPU: input, normalised input, rstd);
+every linear keeps its input (a 16-bit copy under autocast, and a 16-bit copy of its weight); attention
+keeps q, k, v (views of the qkv projection's output, so all of it; GQA: k and v at n_kv_head heads);
+RoPE keeps the rotated q and k; GELU and ReLU^2 their input and output, SwiGLU gate, silu(gate), up and
+their product (and, under autocast, one 16-bit copy of its input for each of its two input
+projections); the modern switches what `switch_bytes_per_token` lists. The residual stream and norms
+stay float32 under autocast. The loss term is the lean loss's: never B x T x V logits at once.
+
+Optimizer state is float32: AdamW's two states per parameter; optim=muon, Muon's one (momentum) for the
+block matrices and AdamW's two for the rest; ZeRO-1, the largest shard as ZeroRedundancyOptimizer
+partitions it. A compiled step (torch.compile fuses and recomputes elementwise ops) needs less: the
+estimate is an upper bound there. tests/test_memory.py compares it with the peak torch's MemTracker
+measures on CPU (eager, float32 and bf16 autocast, every arch preset, AdamW and Muon, loss-, body- and
+gradient-bound shapes) and the body's term with the tensors autograd saves.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 from minigpt.config import ArchConfig, Config, MLPKind, ModelConfig, Norm, OptimizerKind, PosEncoding
 from minigpt.model.components import resolve_kv_heads, swiglu_hidden_size
@@ -31,15 +42,18 @@ from minigpt.model.loss import CHUNK_ELEMENTS, chunk_rows
 
 FP32, HALF, INT64 = 4, 2, 8
 GIB = 2**30
+ADAM_STATES = 2  # exp_avg and exp_avg_sq, float32, per parameter
+MUON_STATES = 1  # momentum_buffer, float32, per matrix element (optim=muon's block matrices)
 
 
 @dataclass
 class MemoryEstimate:
-    """Bytes on one device; `peak` is the larger of the two moments (see the module docstring)."""
+    """Bytes on one device; `peak` is the larger of the two moments (see the module docstring) plus DDP's buckets."""
 
-    weights: int
-    optimizer: int
-    grads: int
+    weights: int  # float32 master weights and buffers (RoPE's cos/sin tables)
+    grads: int  # float32, one per weight
+    optimizer: int  # the optimizer's float32 state; the largest shard under ZeRO-1
+    ddp_buckets: int  # DDP's gradient buckets, data-parallel runs only
     activations: int  # saved for backward by the body, plus autocast's 16-bit weight copies
     loss: int  # the lean loss at its largest: its gradients and one chunk's buffers
     peak: int
@@ -48,30 +62,12 @@ class MemoryEstimate:
         return {k: v / GIB for k, v in vars(self).items()}
 
 
-def param_counts(arch: ArchConfig, model: ModelConfig) -> tuple[int, int, int]:
-    """(all parameters, the body's linear weights, padded vocabulary) without building the model."""
-    from minigpt.model.gpt import padded_vocab_size
-
-    h, vp = model.n_embd, padded_vocab_size(model)
-    kv = resolve_kv_heads(arch, model) * (h // model.n_head)
-    mlp_hidden = swiglu_hidden_size(h) if arch.mlp == MLPKind.swiglu else 4 * h
-    mlp_mats = 3 if arch.mlp == MLPKind.swiglu else 2
-    linear = (h * (h + 2 * kv) + h * h) + mlp_mats * h * mlp_hidden  # per layer: qkv, attn out, MLP
-    biases = ((h + 2 * kv) + h + (mlp_mats - 1) * mlp_hidden + h) if arch.bias else 0
-    norm = h * (2 if arch.norm == Norm.layernorm and arch.bias else 1)
-    per_layer = linear + biases + 2 * norm
-    embeddings = vp * h * (1 if arch.tie_embeddings else 2)
-    positions = model.block_size * h if arch.pos_encoding == PosEncoding.learned else 0
-    total = model.n_layer * per_layer + norm + embeddings + positions
-    return total, model.n_layer * linear, vp
-
-
 def switch_bytes_per_token(arch: ArchConfig, model: ModelConfig, half: bool) -> tuple[int, int]:
-    """(per layer, once) bytes per token that the modern switches add to what autograd saves, as measured
-    with saved_tensors_hooks (tests/test_plan.py): QK-norm keeps an rsqrt per query and key head, one
-    query-sized tensor, under autocast the float32 casts of q and k (the norm runs in float32), and
-    without RoPE the normalised q and k that attention then keeps (with RoPE: the rotated ones, counted
-    already); the embedding norm keeps its float32 input and rsqrt. ReLU^2 keeps what GELU keeps."""
+    """(per layer, once) bytes per token that the modern switches add to what autograd saves: QK-norm keeps
+    an rsqrt per query and key head, one query-sized tensor, under autocast the float32 casts of q and k
+    (the norm runs in float32), and without RoPE the normalised q and k that attention then keeps (with
+    RoPE: the rotated ones, counted already); the embedding norm keeps its float32 input and rsqrt.
+    ReLU^2 keeps what GELU keeps."""
     h = model.n_embd
     a = HALF if half else FP32
     kv_heads = resolve_kv_heads(arch, model)
@@ -102,7 +98,7 @@ def activation_bytes_per_token(arch: ArchConfig, model: ModelConfig, half: bool)
 
 
 def lean_loss_bytes(tokens: int, width: int, head_rows: int, half: bool, softcap: bool = False) -> int:
-    """The lean loss at its largest (minigpt/model/loss.py), also the forecast's (minigpt/plan/memory.py).
+    """The lean loss at its largest (minigpt/model/loss.py).
 
     Its input (the float32 final-norm output), grad_x and grad_w (held from its forward to its backward),
     one chunk of float32 logits (softmax computed in place) and the largest temporary next to it. With a
@@ -120,32 +116,78 @@ def lean_loss_bytes(tokens: int, width: int, head_rows: int, half: bool, softcap
     return held + chunk
 
 
-def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
-    """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less)."""
-    from minigpt.validate import validate_train_config
+def zero1_largest_shard(groups: list[list[int]], world_size: int) -> int:
+    """Elements of the largest optimizer shard under ZeRO-1, partitioned as ZeroRedundancyOptimizer does.
 
-    arch, model, tc = cfg.arch, cfg.model, cfg.train
-    grad_accum = validate_train_config(cfg, world_size)
-    half = str(getattr(tc.dtype, "value", tc.dtype)) in ("bfloat16", "float16")
-    params, body_linear, vp = param_counts(arch, model)
-    h, tokens = model.n_embd, tc.batch_size * (tc.sequence_length or model.block_size)
-    head_rows = vp  # the loss multiplies the padded head on every device
+    torch.distributed.optim.ZeroRedundancyOptimizer._partition_parameters: per parameter group, the
+    parameters sorted by size (largest first) each go to the rank with the smallest total so far.
+    One big tensor (the tied embedding) can make one rank's shard far larger than total / world_size.
+    """
+    sizes = [0] * world_size
+    for group in groups:
+        for n in sorted(group, reverse=True):
+            rank = sizes.index(min(sizes))
+            sizes[rank] += n
+    return max(sizes)
 
-    weights = FP32 * params
-    if arch.pos_encoding == PosEncoding.rope:
-        weights += 2 * FP32 * model.block_size * (h // model.n_head)  # cos / sin tables
-    optimizer = 2 * FP32 * params  # AdamW's exp_avg and exp_avg_sq
-    if OptimizerKind(cfg.optim.kind) == OptimizerKind.muon:  # Muon's one momentum for the block matrices
-        optimizer -= FP32 * body_linear
-    if tc.zero_stage >= 1 and world_size > 1:
-        optimizer = -(-optimizer // world_size)
+
+def optimizer_state_bytes(model: torch.nn.Module, kind: OptimizerKind, world_size: int, zero_stage: int) -> int:
+    """Float32 optimizer state on the busiest rank. optim=muon: Muon's one state for the block matrices and
+    AdamW's two for the rest, each optimizer sharded on its own under ZeRO-1 (their largest shards added:
+    an upper bound when they land on different ranks)."""
+    from minigpt.optim import muon_param_groups, param_groups
+
+    if kind == OptimizerKind.muon:
+        groups = muon_param_groups(model)
+        parts = [(MUON_STATES, [groups.pop("matrices")]), (ADAM_STATES, list(groups.values()))]
+    else:
+        parts = [(ADAM_STATES, [g["params"] for g in param_groups(model, 0.0)])]
+    total = 0
+    for states, part in parts:
+        sizes = [[p.numel() for p in group] for group in part]
+        shard = zero1_largest_shard(sizes, world_size) if zero_stage >= 1 and world_size > 1 else sum(map(sum, sizes))
+        total += states * FP32 * shard
+    return total
+
+
+def estimate_step_memory(model: torch.nn.Module, arch: ArchConfig, model_cfg: ModelConfig, *, batch_size: int,
+                         seq_len: int, dtype: str, world_size: int = 1, zero_stage: int = 0, grad_accum: int = 1,
+                         optimizer: OptimizerKind = OptimizerKind.adamw) -> MemoryEstimate:
+    """Peak bytes on one device while training `model` (built on the meta device is enough) at this micro-batch."""
+    half = dtype in ("bfloat16", "float16")
+    params = sum(p.numel() for p in model.parameters())
     grads = FP32 * params
-    activations = activation_bytes_per_token(arch, model, half) * tokens + (HALF * body_linear if half else 0)
+    weights = grads + sum(b.numel() * b.element_size() for b in model.buffers())  # + RoPE's cos/sin tables
+    optimizer_state = optimizer_state_bytes(model, OptimizerKind(optimizer), world_size, zero_stage)
+    ddp_buckets = grads if world_size > 1 else 0
 
-    loss = lean_loss_bytes(tokens, h, head_rows, half, softcap=arch.logit_softcap is not None)
+    tokens = batch_size * seq_len
+    # Under autocast each body matmul keeps a 16-bit copy of its weight (the head's: in the loss term).
+    linear = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head")
+    activations = activation_bytes_per_token(arch, model_cfg, half) * tokens + (HALF * linear if half else 0)
+    head_rows = model.wte.weight.shape[0]  # the loss multiplies the padded head on every device
+    loss = lean_loss_bytes(tokens, model_cfg.n_embd, head_rows, half, softcap=arch.logit_softcap is not None)
 
     earlier_grads = grads if grad_accum > 1 else 0
-    end_of_forward = weights + optimizer + earlier_grads + activations + loss
-    end_of_backward = weights + optimizer + grads + FP32 * vp * h * (1 if arch.tie_embeddings else 0)
-    ddp = grads if world_size > 1 else 0  # DDP's gradient buckets
-    return MemoryEstimate(weights, optimizer, grads, activations, loss, max(end_of_forward, end_of_backward) + ddp)
+    end_of_forward = weights + optimizer_state + earlier_grads + activations + loss
+    # The tied table's two gradients (the head's, made in the loss's forward, and the lookup's) wait for each
+    # other and are summed into a third: two tables beyond the gradient (MemTracker sees them, tests/test_memory.py).
+    embedding = 2 * FP32 * model.wte.weight.numel() if arch.tie_embeddings else 0
+    end_of_backward = weights + optimizer_state + grads + embedding
+    peak = max(end_of_forward, end_of_backward) + ddp_buckets
+    return MemoryEstimate(weights, grads, optimizer_state, ddp_buckets, activations, loss, peak)
+
+
+def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
+    """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less)."""
+    from minigpt.model.gpt import GPT
+    from minigpt.validate import validate_train_config
+
+    tc = cfg.train
+    grad_accum = validate_train_config(cfg, world_size)
+    with torch.device("meta"):  # shapes only
+        model = GPT(cfg.arch, cfg.model)
+    return estimate_step_memory(model, cfg.arch, cfg.model, batch_size=tc.batch_size,
+                                seq_len=tc.sequence_length or cfg.model.block_size,
+                                dtype=str(getattr(tc.dtype, "value", tc.dtype)), world_size=world_size,
+                                zero_stage=tc.zero_stage, grad_accum=grad_accum, optimizer=cfg.optim.kind)

@@ -1,6 +1,5 @@
-"""Performance paths run correctly: torch.compile keeps eval and sampling working, the bench CLI runs."""
+"""Performance paths run correctly: torch.compile keeps eval and sampling working, the bench CLI's figures agree."""
 
-import math
 import re
 
 import pytest
@@ -21,16 +20,29 @@ def test_compiled_training_then_validation_and_sampling(tmp_path):
     assert isinstance(compiled["sample/text"], str) and compiled["sample/text"]
 
 
+def number(pattern: str, line: str) -> float:
+    return float(re.search(pattern, line).group(1).replace(",", ""))
+
+
 def test_bench_cli_prints_throughput_and_reference_ratio():
+    """The printed figures agree with each other: ms/step and tokens/s with the micro-batch, MFU with the
+    tokens/s, the FLOPs per token counted here by hand and the given peak, the ratio with the two tokens/s."""
     out = run_cli(["minigpt.bench", "--reference", "--steps", "1", "--warmup", "1", "--rounds", "1", *TINY,
-                   "train.peak_flops=1e12"], cwd=ROOT)
+                   "train.peak_flops=1e9"], cwd=ROOT)  # a tiny peak: the MFU prints with many digits
     assert out.returncode == 0, out.stderr[-2000:]
     bench, ref = [line for line in out.stdout.splitlines() if line.startswith(("bench |", "reference |"))]
-    tok_s = float(re.search(r"\| ([\d,]+) tok/s \|", bench).group(1).replace(",", ""))
-    mfu = float(re.search(r"MFU ([\d.]+)%", bench).group(1))
-    assert tok_s > 0 and 0 < mfu < 100
-    ratio = float(re.search(r"ratio ([\d.]+)x", ref).group(1))
-    assert math.isfinite(ratio) and ratio > 0
+    tok_s = number(r"\| ([\d,]+) tok/s \|", bench)
+    assert number(r"\| ([\d,]+) tok/s/device \|", bench) == tok_s  # one process
+    B, T, L, d, V = 4, 64, 2, 64, 50304  # TINY; the vocabulary padded to a multiple of 128
+    assert number(r"\| ([\d.]+) ms/step", bench) == pytest.approx(1000 * B * T / tok_s, rel=0.01, abs=0.06)
+    params = V * d + T * d + L * (12 * d * d + 13 * d) + 2 * d  # embeddings, blocks (weights, biases, norms), ln_f
+    flops_per_token = 6 * (params - T * d) + 12 * L * d * T  # 6N without the position table, plus attention
+    assert number(r"MFU ([\d.]+)%", bench) == pytest.approx(100 * tok_s * flops_per_token / 1e9,
+                                                             rel=0.5 / tok_s + 1e-4)  # tokens/s printed whole
+    ours, reference = number(r"ours ([\d,]+) tok/s", ref), number(r"nanoGPT-style ([\d,]+) tok/s", ref)
+    assert ours > 0 and reference > 0
+    rounding = 0.0005 + ours / reference * (0.5 / ours + 0.5 / reference)  # 3 decimals; whole tokens/s
+    assert number(r"ratio ([\d.]+)x", ref) == pytest.approx(ours / reference, abs=rounding)
 
     bad = run_cli(["minigpt.bench", "--reference", *TINY, "arch=rope"], cwd=ROOT)
     assert bad.returncode == 2 and "arch=gpt2" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,29 +1,24 @@
-"""The forecast (`python -m minigpt.plan`): arithmetic against hand-computed GPT-2 124M numbers, memory against
-torch's memory profiler on CPU, refusals with their fixes, the sbatch script, and the calibration loop
-(a finished run's throughput feeds the next run's forecast, and compare shows forecast vs measured)."""
+"""The forecast (`python -m minigpt.plan`): arithmetic against hand-computed GPT-2 124M numbers, memory from the
+one memory model (measured in tests/test_memory.py), refusals with their fixes, the sbatch script, and the
+calibration loop (a finished run's throughput feeds the next run's forecast, and compare shows forecast vs measured)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from minigpt.compare import main as compare_main
 from minigpt.config import to_config
+from minigpt.memory import estimate_memory, zero1_largest_shard
 from minigpt.model import GPT
 from minigpt.plan.__main__ import main as plan_main
 from minigpt.plan.compose import compose_command
 from minigpt.plan.forecast import DEFAULT_MFU, forecast_job
-from minigpt.plan.memory import activation_bytes_per_token, estimate_memory, zero1_largest_shard
 from minigpt.plan.sbatch import render_sbatch
-from minigpt.runtime import autocast_context
-from minigpt.trainer import Trainer
 from tests.conftest import ROOT, TINY, compose_config, run_cli, tiny_config
 
 GPT2 = ["model=d12", "arch=gpt2", "train.batch_size=16", "train.total_batch_size=524288",
@@ -71,56 +66,6 @@ def test_muon_keeps_one_state_for_the_block_matrices_and_adamw_two_for_the_rest(
     assert adamw.memory.optimizer == 2 * 4 * adamw.params == f.memory.optimizer + 4 * matrices
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("arch", ["gpt2", "rope", "rope_gqa", "swiglu_gqa_rope", "modern", "gpt2 arch.qk_norm=true",
-                                  "modern arch.n_kv_head=2"])
-def test_activation_term_matches_what_autograd_saves(arch, dtype):
-    """The transformer body's activation bytes (the Korthikanti-style count) against every tensor autograd keeps
-    for backward, by storage (q, k and v share one), weights and buffers excluded, autocast's weight copies apart.
-    QK-norm without RoPE makes attention keep the normalised q and k instead of views of c_attn's output."""
-    preset, *switches = arch.split()
-    cfg = tiny_config(f"arch={preset}", *switches, f"train.dtype={dtype}")
-    model = GPT(cfg.arch, cfg.model)
-    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in own:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    B, T = 2, cfg.model.block_size
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), autocast_context(torch.device("cpu"), dtype):
-        model.body(torch.randint(0, cfg.model.vocab_size, (B, T)))
-    half = dtype == "bfloat16"
-    head_input = (2 if half else 4) * cfg.model.n_embd  # counted by the term, kept by the head (not run here)
-    expected = (activation_bytes_per_token(cfg.arch, cfg.model, half) - head_input) * B * T
-    if half:  # 16-bit copies of the body's matmul weights
-        expected += 2 * sum(m.weight.numel() for name, m in model.named_modules()
-                            if isinstance(m, torch.nn.Linear) and name != "lm_head")
-    assert sum(saved.values()) == pytest.approx(expected, rel=0.01)  # the rest: the int64 token ids
-
-
-def measured_peak_bytes(trainer: Trainer, steps: int = 3) -> int:
-    """Peak CPU memory of `steps` training steps from a fresh trainer, by torch's memory profiler: the running
-    total of allocations while profiling (the chrome trace's [memory] events), plus the weights built before."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        for _ in range(steps):
-            trainer.train_step()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trace.json"
-        prof.export_chrome_trace(str(path))
-        events = [e for e in json.loads(path.read_text())["traceEvents"] if e.get("name") == "[memory]"]
-    current = peak = 0
-    for event in sorted(events, key=lambda e: e["ts"]):
-        current += event["args"]["Bytes"]
-        peak = max(peak, current)
-    model = trainer.model
-    return peak + sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
-        b.numel() * b.element_size() for b in model.buffers())
-
-
 @pytest.mark.parametrize("overrides", [
     [],  # logits and cross-entropy dominate (vocabulary 50257, width 64)
     ["arch=swiglu_gqa_rope", "train.dtype=bfloat16", "train.total_batch_size=512"],  # autocast, GQA, 2 micro-steps
@@ -130,16 +75,11 @@ def measured_peak_bytes(trainer: Trainer, steps: int = 3) -> int:
     ["arch=modern", "optim=muon", "train.dtype=bfloat16", "train.total_batch_size=512",
      "model.n_embd=256", "model.n_layer=4", "model.block_size=128", "train.batch_size=2"],  # the same, autocast
 ], ids=["logits", "autocast_gqa_accum", "activations", "end_of_backward", "modern_muon", "modern_muon_autocast"])
-def test_memory_forecast_matches_the_measured_cpu_peak(overrides):
+def test_the_forecast_uses_the_one_memory_model(overrides):
+    """The forecast's memory is the start-up line's (minigpt/memory.py, checked against measured peaks in
+    tests/test_memory.py), in every regime: the same numbers, not a second count."""
     cfg = tiny_config("logger=none", *overrides)
-    trainer = Trainer(cfg, "unused").prepare_data()  # the token cache only; nothing in the run dir
-    measured = measured_peak_bytes(trainer)
-    forecast = estimate_memory(trainer.model, cfg.arch, cfg.model, batch_size=cfg.train.batch_size,
-                               seq_len=trainer.seq_len, dtype=cfg.train.dtype.value, grad_accum=trainer.grad_accum,
-                               optimizer=cfg.optim.kind)
-    # Tolerance 5% (measured here: within 1% for every case); the job-level forecast says the same.
-    assert forecast.peak == pytest.approx(measured, rel=0.05)
-    assert forecast_job(cfg).memory.peak == forecast.peak
+    assert forecast_job(cfg).memory == estimate_memory(cfg)
 
 
 def test_a_config_that_cannot_fit_an_a100_40gb_is_refused_with_the_micro_batch_that_fits(capsys):

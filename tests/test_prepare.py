@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minigpt.data.corpus import prepare_splits
-from minigpt.data.prepare import prepare_shards
+from minigpt.data.shard_builder import prepare_shards
 from minigpt.data.shards import HEADER_BYTES, MAGIC, open_shard
 from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
 from minigpt.errors import ConfigError

@@ -1,7 +1,8 @@
-"""The README, command by command: every ```bash block runs, shrunk, in a copy of the repository.
+"""The README and docs/*.md, command by command: every ```bash block runs, shrunk, in a copy of the repository.
 
-One test per block (its id names the block's line and section). Conventions, also described in the
-README's "Contributing" section:
+One test per block (its id names the block's file, line and section), and one test that every relative
+link and `#anchor` in these files resolves. Conventions, the same in README.md and docs/*.md, also
+described in the README's "Contributing" section:
 
 - ```bash blocks hold commands; output examples go in ```text (or plain ```) blocks and are not run.
   In a bash block, lines starting with `#` are notes or output and are not run either; a `\\` at the
@@ -19,8 +20,10 @@ README's "Contributing" section:
   by `;` or newlines.
 - Every `minigpt.train` command gets `SHRINK` appended (a one-layer, width-32 model for 2 steps), so
   the README shows real sizes while the test stays fast. A block may append more (`minigpt.train += ...`).
-- All blocks run in one copy of the repository (cwd), in README order: later blocks may use what
-  earlier blocks of the same section wrote (run directories under outputs/). HOME is a temporary
+- All blocks run in one copy of the repository (cwd), README.md first, then docs/*.md by name, each in
+  file order: later blocks may use what earlier blocks of the same section (a `## ` heading, or the
+  file's `# ` title before the first one) of the same file wrote (run directories under outputs/);
+  `after <section>` names a section of any of these files. HOME is a temporary
   folder holding `~/corpus/` (a few text and .jsonl files), so `~` examples work and nothing is
   written to the real home; the token cache is the test session's.
 """
@@ -40,6 +43,7 @@ import pytest
 from tests.conftest import ROOT
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 SKIP_KINDS = ("gpu", "cluster", "internet", "ci")
 # Appended to every `minigpt.train` command: the smallest model and run that still trains, validates
 # (at step 0 and after each step), checkpoints and evaluates (HellaSwag on 8 committed examples).
@@ -55,17 +59,24 @@ COMMAND_TIMEOUT_S = 600
 PLACEHOLDER = re.compile(r"<[a-z][a-z_ -]*>")
 
 
+def documents() -> list[Path]:
+    """The tested documents, in the order their blocks run: README.md, then docs/*.md by name."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
 @dataclass
 class Block:
-    section: str  # the `## ` heading it is under
+    section: str  # the `## ` heading it is under (or the file's `# ` title before the first one)
     line: int  # line number of its opening fence
     text: str
     directives: list[str] = field(default_factory=list)
+    file: str = "README.md"  # relative to the repository root
 
     @property
     def id(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.section.lower()).strip("-")[:40]
-        return f"L{self.line}-{slug}"
+        where = re.sub(r"[^A-Za-z0-9]+", "-", self.file.removesuffix(".md")).strip("-")
+        return f"{where}-L{self.line}-{slug}"
 
     @property
     def skip(self) -> str | None:
@@ -119,19 +130,19 @@ class Block:
         return out
 
 
-def parse_readme(text: str) -> list[Block]:
+def parse_readme(text: str, file: str = "README.md") -> list[Block]:
     """Every ```bash block, with its section and the `<!-- test ... -->` comment right above it."""
     blocks, section, lines = [], "", text.splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith("## "):
-            section = line[3:].strip()
+        if m := re.match(r"#{1,2} (.*)", line):
+            section = m.group(1).strip()
         if line.startswith("```"):
             lang = line[3:].strip()
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
             if lang == "bash":
-                blocks.append(Block(section, i + 1, "\n".join(lines[i + 1:end]), directives_above(lines, i)))
+                blocks.append(Block(section, i + 1, "\n".join(lines[i + 1:end]), directives_above(lines, i), file))
             i = end + 1
             continue
         i += 1
@@ -193,10 +204,100 @@ def runs(command: str, name: str) -> bool:
     return bool(programs) and programs[0] == name
 
 
+# ---------------------------------------------------------------------- links
+
+
+def without_fences(text: str) -> str:
+    """`text` without its fenced code blocks (whose `#` lines are not headings)."""
+    return re.sub(r"^(```+|~~~+).*?^\1[^\n]*$", "", text, flags=re.S | re.M)
+
+
+def prose(text: str) -> str:
+    """`text` without its fenced code blocks and inline code spans, where `[x](y)` is not a link."""
+    return re.sub(r"(`+).+?\1", "", without_fences(text), flags=re.S)
+
+
+def anchors(text: str) -> set[str]:
+    """The `#anchor` of every heading of a markdown document, as GitHub makes them: lower case, punctuation
+    dropped (letters, digits, `-` and `_` kept), spaces to `-`; a repeated one gets `-1`, `-2`, ..."""
+    seen: dict[str, int] = {}
+    out = set()
+    for heading in re.findall(r"^#{1,6} +(.+?) *#* *$", without_fences(text), flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").lower()).replace(" ", "-")
+        out.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+def broken_links(doc: Path) -> list[str]:
+    """The relative links of `doc` whose file does not exist or whose `#anchor` names no heading."""
+    broken = []
+    for target in re.findall(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", prose(doc.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:, ...: not checked (no network)
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (doc.parent / path).resolve() if path else doc
+        if not dest.exists():
+            broken.append(f"{target} (no file {dest})")
+        elif anchor and (dest.suffix != ".md" or anchor not in anchors(dest.read_text(encoding="utf-8"))):
+            broken.append(f"{target} (no heading #{anchor} in {dest})")
+    return broken
+
+
+@pytest.mark.parametrize("doc", documents(), ids=[d.relative_to(ROOT).as_posix() for d in documents()])
+def test_every_relative_link_and_anchor_resolves(doc):
+    assert broken_links(doc) == []
+
+
+def test_every_doc_is_linked_from_the_readme():
+    linked = {(ROOT / t.partition("#")[0]).resolve() for t in re.findall(r"\]\(([^)#\s]+)", prose(README.read_text()))}
+    assert [d.name for d in documents()[1:] if d.resolve() not in linked] == []
+
+
+def test_link_check_finds_what_github_would_not_resolve(tmp_path):
+    (tmp_path / "docs").mkdir()
+    doc = tmp_path / "docs" / "a.md"
+    doc.write_text("# A: the `x`/y page\n## Twice\n## Twice\n```bash\n# not a heading\n```\n"
+                   "[ok](#a-the-xy-page) [ok](#twice-1) [ok](../README.md) [web](https://x.org/#nope) `[code](#nope)`\n"
+                   "[bad](#not-a-heading) [bad](#twice-2) [bad](b.md) [bad](../README.md#nope)\n")
+    (tmp_path / "README.md").write_text("# R\n")
+    assert anchors(doc.read_text()) == {"a-the-xy-page", "twice", "twice-1"}
+    assert [b.split()[0] for b in broken_links(doc)] == ["#not-a-heading", "#twice-2", "b.md", "../README.md#nope"]
+
+
+def test_the_config_table_names_every_preset_and_key():
+    """The README's config-group table has, in each group's row, every preset in conf/<group>/ and every
+    field of the group's dataclass (nested ones as `prepare.source`), so no key used later is missing."""
+    import dataclasses
+
+    from minigpt import config
+
+    rows = dict(re.findall(r"^\| `(\w+)` \|(.*)$", README.read_text(encoding="utf-8"), flags=re.M))
+    schemas = {"arch": config.ArchConfig, "model": config.ModelConfig, "optim": config.OptimConfig,
+               "data": config.DataConfig, "train": config.TrainConfig, "logger": config.LoggerConfig,
+               "cluster": config.ClusterConfig, "eval": config.EvalConfig, "experiment": None}
+
+    def keys(schema, prefix=""):
+        for f in dataclasses.fields(schema):
+            nested = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            if dataclasses.is_dataclass(nested):
+                yield from keys(type(nested), f"{prefix}{f.name}.")
+            elif f.name != "name":
+                yield prefix + f.name
+
+    missing = []
+    for group, schema in schemas.items():
+        names = [p.stem for p in sorted((ROOT / "conf" / group).rglob("*.yaml"))]
+        names += list(keys(schema)) if schema else []
+        missing += [f"{group}: {name}" for name in names if f"`{name}`" not in rows.get(group, "")]
+    assert missing == []
+
+
 # ---------------------------------------------------------------------- running
 
 
-BLOCKS = parse_readme(README.read_text(encoding="utf-8"))
+BLOCKS = [block for doc in documents()
+          for block in parse_readme(doc.read_text(encoding="utf-8"), doc.relative_to(ROOT).as_posix())]
 
 
 def copy_repository(dest: Path) -> None:
@@ -264,10 +365,10 @@ class ReadmeRun:
         return self.outcome[block.id]
 
     def dependencies(self, block: Block) -> list[Block]:
-        before = [b for b in BLOCKS if b.section == block.section and b.line < block.line]
+        before = [b for b in BLOCKS if (b.file, b.section) == (block.file, block.section) and b.line < block.line]
         for section in block.after:
-            named = [b for b in BLOCKS if b.section.startswith(section)]
-            assert named, f"{block.id}: `after {section}` names no README section"
+            named = [b for b in BLOCKS if b.section.startswith(section) and b.section != block.section]
+            assert named, f"{block.id}: `after {section}` names no section of README.md or docs/*.md"
             before = named + before
         return before
 
@@ -317,7 +418,7 @@ def test_readme_block(block, readme_run):
         pytest.skip(f"{block.id} needs {kind}: {reason.lstrip('—- ')}")
     why = readme_run.ensure(block)
     if why is not None:
-        pytest.fail(f"README block at line {block.line} ({block.section}): {why}", pytrace=False)
+        pytest.fail(f"{block.file} block at line {block.line} ({block.section}): {why}", pytrace=False)
 
 
 def test_the_conventions_parse_as_the_readme_describes_them():
@@ -342,6 +443,7 @@ def test_the_conventions_parse_as_the_readme_describes_them():
     assert evaluate == ('python -m minigpt.eval "$(ls -d outputs/runs/* | tail -n 1)" eval.hellaswag.limit=200 '
                         "eval.hellaswag.limit=8")
     assert (first.section, first.line, first.skip, first.expected_exit) == ("Demo", 4, None, 0)
+    assert first.id == "README-L4-demo" and parse_readme(text, "docs/a_b.md")[0].id == "docs-a-b-L4-demo"
     assert second.skip == "gpu — a reason; with a semicolon"
     assert third.expected_exit == 1 and third.expected_output == ["1 failed"]
     assert third.commands() == ['python -m minigpt.train -m model.n_head=5,4 train.resume=outputs/"$(echo x-9)" '

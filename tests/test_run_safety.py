@@ -34,7 +34,7 @@ def test_lr_10_stops_with_one_error_line_and_keeps_the_good_checkpoints(tmp_path
     """The issue's case: at lr=10 the quick-start shape goes non-finite after ~11 steps. It used to train on,
     save NaN checkpoints, prune the finite ones and die in sampling; now it stops at the first bad step."""
     from minigpt.compare.report import run_table
-    from minigpt.compare.runs import load_run
+    from minigpt.compare.local_runs import load_run
 
     run_dir = tmp_path / "run"
     res = run_cli(["minigpt.train", *TINY, "model.n_layer=4", "model.n_embd=128", "optim.learning_rate=10",

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from minigpt.compare.report import write_report
-    from minigpt.compare.runs import load_runs
+    from minigpt.compare.local_runs import load_runs
 
     if args.out:
         out = Path(args.out)

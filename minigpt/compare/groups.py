@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from minigpt.compare.runs import Run
+from minigpt.compare.local_runs import Run
 from minigpt.errors import ConfigError
 from minigpt.experiment import is_experiment_key
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from minigpt.compare.groups import Group, Table
-from minigpt.compare.runs import Run
+from minigpt.compare.local_runs import Run
 
 HELLASWAG_NORM = re.compile(r"^hellaswag/(?P<protocol>[^/]+)/acc_norm$")
 _LINESTYLES = ["-", "--", ":", "-."]

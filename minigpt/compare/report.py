@@ -17,7 +17,7 @@ from typing import Callable
 from minigpt.compare import stats, tokens_to_target
 from minigpt.compare.groups import Group, Table, build_tables, group_runs
 from minigpt.compare.plots import hellaswag_protocols, plot_forest, plot_hellaswag, plot_val_loss
-from minigpt.compare.runs import Run
+from minigpt.compare.local_runs import Run
 from minigpt.units import si
 from minigpt.plan.calibration import forecast_rows
 from minigpt.compare.verdicts import VAL_LOSS, Verdict, correctness, fmt_p, hellaswag_metric, table_verdicts

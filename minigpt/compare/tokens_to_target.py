@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from minigpt.compare.groups import Group, Table
-from minigpt.compare.runs import Run
+from minigpt.compare.local_runs import Run
 from minigpt.units import si
 
 Curve = Sequence[tuple[float, float]]  # (tokens seen, val loss), in any order

@@ -17,7 +17,7 @@ import numpy as np
 
 from minigpt.compare import stats
 from minigpt.compare.groups import Group, Table
-from minigpt.compare.runs import Run
+from minigpt.compare.local_runs import Run
 
 VAL_LOSS = "val loss"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from minigpt.compare.runs import Run
+from minigpt.compare.local_runs import Run
 from minigpt.errors import ConfigError
 
 _WANDB_STATES = {"finished": "finished", "running": "running", "crashed": "failed", "failed": "failed", "killed": "failed"}

@@ -1,1 +1,1 @@
-"""Data: tokenizer, llm.c shard format, corpora and the resumable loader."""
+"""Data: tokenizer, llm.c shard format (shards.py), documents -> shards (shard_builder.py), corpora and the resumable loader."""

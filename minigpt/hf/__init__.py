@@ -7,6 +7,6 @@
 """
 
 from minigpt.hf.converters import CONVERTERS, find_converter
-from minigpt.hf.export import export_model, to_hf
+from minigpt.hf.exporter import export_model, to_hf
 
 __all__ = ["CONVERTERS", "find_converter", "export_model", "to_hf"]

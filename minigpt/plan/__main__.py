@@ -64,7 +64,7 @@ def detail_rows(forecasts: list, names: list[str]) -> tuple[list[str], list[list
     rows = []
     for name, f in zip(names, forecasts):
         m = f.memory
-        parts = [m.weights, m.grads, m.optimizer, m.ddp_buckets, m.activations, m.cross_entropy, m.peak] if m else []
+        parts = [m.weights, m.grads, m.optimizer, m.ddp_buckets, m.activations, m.loss, m.peak] if m else []
         rows.append([name, si(f.params_non_embedding), si(f.flops_per_token), f"{f.flops:.2e}",
                      *([f"{b / GIB:.2f}" for b in parts] if parts else ["-"] * 7)])
     return header, rows

@@ -20,7 +20,7 @@ def _fmt(x: float | None, fmt: str) -> str:
 
 
 def forecast_rows(runs: list) -> tuple[list[str], list[list[str]]]:
-    """One row per run that recorded a forecast (runs: objects with `.name` and `.summary`, e.g. minigpt.compare.runs.Run)."""
+    """One row per run that recorded a forecast (runs: objects with `.name` and `.summary`, e.g. minigpt.compare.local_runs.Run)."""
     header = ["run", "device", "tokens/s forecast", "measured", "ratio", "wall forecast", "measured", "ratio",
               "peak mem GiB forecast", "measured", "forecast from"]
     rows = []

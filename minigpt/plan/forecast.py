@@ -12,7 +12,8 @@ meta device (shapes only, no memory, no GPU). Stated assumptions:
   training token's cost each), plus STARTUP_S (and COMPILE_S with train.compile) per job segment.
 - SLURM: each chunk of `cluster.time_min` trains for time_min - signal_delay_s - start-up; a job needs
   ceil(work / chunk) chunks, i.e. chunks - 1 requeues, which must not exceed `cluster.max_requeues`.
-- Memory: plan/memory.py; a job fits when its peak is within MEMORY_HEADROOM of the device's memory.
+- Memory: minigpt/memory.py (the same model as the trainer's start-up line); a job fits when its peak
+  is within MEMORY_HEADROOM of the device's memory.
 - Cost: wall hours x (nodes x cluster.node_hour_cost + GPUs x cluster.gpu_hour_cost).
 """
 
@@ -26,8 +27,8 @@ import torch
 
 from minigpt.config import Config
 from minigpt.errors import ConfigError
+from minigpt.memory import GIB, MemoryEstimate, estimate_step_memory
 from minigpt.plan.history import PastRun, calibrate
-from minigpt.plan.memory import GIB, MemoryEstimate, estimate_memory
 from minigpt.run_record import model_shape, run_cost
 
 DEFAULT_MFU = 0.35  # GPT-2-size PyTorch training in bf16 typically reaches 30-45% of peak (llm.c: ~40% on H100)
@@ -188,9 +189,9 @@ def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float =
     out.gpus = ranks if device.is_gpu else 0
 
     def memory_at(batch_size: int, accum: int) -> MemoryEstimate:
-        return estimate_memory(model, cfg.arch, cfg.model, batch_size=batch_size, seq_len=seq_len,
-                               dtype=tc.dtype.value, world_size=ranks, zero_stage=tc.zero_stage, grad_accum=accum,
-                               optimizer=cfg.optim.kind)
+        return estimate_step_memory(model, cfg.arch, cfg.model, batch_size=batch_size, seq_len=seq_len,
+                                    dtype=tc.dtype.value, world_size=ranks, zero_stage=tc.zero_stage,
+                                    grad_accum=accum, optimizer=cfg.optim.kind)
 
     out.memory = memory_at(tc.batch_size, grad_accum)
     out.memory_limit_gb = MEMORY_HEADROOM * device.memory_gb

@@ -1,7 +1,7 @@
-"""Reading finished, running and failed runs back from run directories (the W&B API: wandb_runs.py).
+"""Reading finished, running and failed runs back from local run directories (the W&B API: wandb_runs.py).
 
 A run directory holds `metrics.jsonl` (the source of truth), `.hydra/config.yaml` (the resolved
-config), `run_summary.json` (status, wall time, cost: minigpt/run_record.py) and the per-example
+config), `run_summary.json` (status, wall time, cost: written by minigpt/run_record.py, read back here) and the per-example
 HellaSwag records `hellaswag/step_<step>.parquet` (minigpt/eval/records.py). Anything may be missing
 or truncated (a crashed or half-written run): loading never raises for that, the run just shows what
 it has and its status says why.

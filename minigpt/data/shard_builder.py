@@ -1,5 +1,7 @@
 """Documents -> llm.c token shards at scale, resumably (FineWeb-Edu and any `datasets` source).
 
+The command is `python -m minigpt.prepare` (minigpt/prepare.py); shards.py is the shard file format.
+
 Documents stream through `datasets` (a Hub id such as HuggingFaceFW/fineweb-edu, or local
 jsonl/json/parquet/txt/csv files), are tokenized with GPT-2 BPE in a pool of worker processes (order
 kept), and an EOT token goes before each document. Tokens fill shards of exactly `shard_size`

@@ -1,4 +1,6 @@
-"""Write a minigpt model as a self-contained Hugging Face folder.
+"""The export direction (importer.py is the other): a minigpt model as a self-contained Hugging Face folder.
+
+The command is `python -m minigpt.export_hf` (minigpt/export_hf.py).
 
 The folder holds config.json, model.safetensors, generation_config.json and the GPT-2 tokenizer
 (tokenizer.json, tokenizer_config.json, vocab.json, merges.txt), so that
