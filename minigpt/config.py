@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, open_dict, read_write
 
-from minigpt.rundir import register_resolvers
+from minigpt.run_identity import register_resolvers
 
 
 def path_field(default: Optional[str] = None) -> Any:
@@ -51,6 +51,12 @@ class LRSchedule(str, Enum):
     wsd = "wsd"  # warmup-stable-decay: linear warmup, constant, linear decay over the last decay_frac
 
 
+class DataKind(str, Enum):
+    shakespeare = "shakespeare"  # the embedded tiny-shakespeare plays
+    text = "text"  # local text files (.txt .md .jsonl)
+    shards = "shards"  # llm.c .bin token shards (python -m minigpt.prepare writes them)
+
+
 class DType(str, Enum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -78,6 +84,13 @@ class ArchConfig:
     logit_softcap: Optional[float] = None  # c: logits -> c * tanh(logits / c); None = off
     zero_init_proj: bool = False  # attention and MLP output projections start at zero: blocks start as identities
     embed_norm: bool = False  # parameter-free RMSNorm of the embeddings before the first block (as nanochat)
+
+
+def resolve_kv_heads(arch: "ArchConfig", model: "ModelConfig") -> int:
+    """Number of key/value heads: explicit `n_kv_head`, else n_head / q_per_kv."""
+    if arch.n_kv_head is not None:
+        return arch.n_kv_head
+    return model.n_head // max(arch.q_per_kv, 1)
 
 
 @dataclass
@@ -146,7 +159,7 @@ class DataConfig:
     """Where tokens come from. `kind`: shakespeare (embedded, default) | text (local files) | shards (.bin)."""
 
     name: str = "shakespeare"
-    kind: str = "shakespeare"
+    kind: DataKind = DataKind.shakespeare
     path: Optional[str] = path_field()  # folder, file or glob (text: .txt/.md/.jsonl; shards: .bin)
     val_plays: List[str] = field(default_factory=lambda: ["hamlet", "the-tempest"])
     val_fraction: float = 0.05  # text kind: the tail of the token stream held out for validation
@@ -289,7 +302,7 @@ def register_configs() -> None:
 
 
 register_configs()
-register_resolvers()  # ${minigpt.run_hash:} / ${minigpt.run_name:} in hydra.run.dir and the sweeps' subdirs
+register_resolvers(Config)  # ${minigpt.run_hash:} / ${minigpt.run_name:} in hydra.run.dir and the sweeps' subdirs
 
 
 def to_container(cfg: Any) -> dict:

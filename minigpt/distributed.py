@@ -26,9 +26,6 @@ from minigpt.errors import ConfigError
 
 log = logging.getLogger("minigpt")
 
-ZERO_STAGES = (0, 1)
-
-
 @dataclass(frozen=True)
 class DistEnv:
     rank: int = 0
@@ -72,13 +69,22 @@ def detect(env: Mapping[str, str] | None = None) -> DistEnv:
     return DistEnv()
 
 
-def init(device: torch.device) -> tuple[DistEnv, torch.device]:
-    """Join the process group (idempotent) and pick this rank's device; single process: a no-op."""
+def rank_device(env: DistEnv, device: torch.device) -> torch.device:
+    """This rank's device: its own GPU (cuda:LOCAL_RANK) under data parallelism, else `device` itself."""
+    return torch.device("cuda", env.local_rank) if env.enabled and device.type == "cuda" else device
+
+
+def setup(device: torch.device) -> tuple[DistEnv, torch.device]:
+    """Join the process group (idempotent) and pick this rank's device; single process: a no-op.
+
+    The one side effect of data parallelism, run by the entrypoint after `validate()` and before the
+    Trainer is built (the Trainer wraps its model in DDP, which needs the group).
+    """
     env = detect()
     if not env.enabled:
         return env, device
+    device = rank_device(env, device)
     if device.type == "cuda":
-        device = torch.device("cuda", env.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         # torchrun's variables, also under SLURM, so code that reads RANK / WORLD_SIZE agrees with us
@@ -94,16 +100,18 @@ def init(device: torch.device) -> tuple[DistEnv, torch.device]:
     return env, device
 
 
+def joined() -> DistEnv:
+    """The launcher's ranks, once `setup()` has joined their process group (a Trainer built without one)."""
+    env = detect()
+    if env.enabled and not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(f"{env.world_size} ranks ({env.launcher}) but no process group: "
+                           "call minigpt.distributed.setup() before building a Trainer")
+    return env
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def check_zero_stage(stage: int) -> None:
-    if stage not in ZERO_STAGES:
-        raise ConfigError(
-            f"train.zero_stage={stage} is not supported: use 0 (plain DDP) or 1 (optimizer state sharded across ranks)"
-        )
 
 
 def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device) -> torch.nn.Module:
@@ -179,3 +187,17 @@ def any_rank(flag: bool) -> bool:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+class OptimizerState:
+    """An optimizer as a checkpoint Stateful: under ZeRO `state_dict()` is a collective that gathers the
+    shards onto rank 0 (every rank must call it); `load_state_dict` takes the full state on every rank."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+
+    def state_dict(self) -> dict:
+        return optimizer_state(self.optimizer)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state)

@@ -47,6 +47,18 @@ class JsonlLogger:
         self._f.close()
 
 
+def last_logged(path: Path) -> dict:
+    """The last logged value of every key in metrics.jsonl: a finished run's final metrics."""
+    final: dict = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                final.update({k: v for k, v in json.loads(line).items() if k != "step"})
+            except json.JSONDecodeError:
+                continue
+    return final
+
+
 def _jsonable(v):
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
@@ -108,29 +120,29 @@ class MultiLogger:
         self.primary.finish()
 
 
-def _wandb(cfg, run_dir, run_id=None, warn=print, forked_from=None):
+def _wandb(cfg, run_dir, run_id=None, warn=print, forked_from=None, is_main=True):
     from minigpt.wandb_logger import create_wandb_logger  # imported on use: wandb is slow to import
 
-    return create_wandb_logger(cfg, run_dir, run_id=run_id, warn=warn, forked_from=forked_from)
+    return create_wandb_logger(cfg, run_dir, run_id=run_id, warn=warn, forked_from=forked_from, is_main=is_main)
 
 
-# name -> factory(cfg, run_dir, run_id=None, warn=print, forked_from=None) returning a Logger or None
+# The explicit table `logger=` chooses from (checked by minigpt.validate before any side effect):
+# name -> factory(cfg, run_dir, run_id=None, warn=print, forked_from=None, is_main=True) returning a Logger or None
 LOGGERS: dict[str, Callable] = {"none": lambda cfg, run_dir, **kwargs: None, "wandb": _wandb}
 
 
 def build_loggers(
     cfg, run_dir: str | os.PathLike, warn: Callable[[str], None] = print, run_id: str | None = None,
-    forked_from: dict | None = None,
+    forked_from: dict | None = None, is_main: bool = True,
 ) -> MultiLogger:
-    """metrics.jsonl plus the `cfg.logger.name` logger; `run_id` continues an earlier tracked run,
-    `forked_from` ({"checkpoint", "step", "logger_run_id"}) starts a new one that records its origin."""
+    """metrics.jsonl plus the `cfg.logger.name` logger (a name minigpt.validate checked against LOGGERS);
+    `run_id` continues an earlier tracked run, `forked_from` ({"checkpoint", "step", "logger_run_id"})
+    starts a new one that records its origin; `is_main`: this is the rank that logs."""
     from minigpt.errors import ConfigError
 
     name = cfg.logger.name
-    if name not in LOGGERS:
-        raise ConfigError(f"unknown logger={name!r}: choose one of {sorted(LOGGERS)}")
     try:
-        extra = LOGGERS[name](cfg, run_dir, run_id=run_id, warn=warn, forked_from=forked_from)
+        extra = LOGGERS[name](cfg, run_dir, run_id=run_id, warn=warn, forked_from=forked_from, is_main=is_main)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - a tracking service that cannot start must not stop training

@@ -181,7 +181,7 @@ def estimate_step_memory(model: torch.nn.Module, arch: ArchConfig, model_cfg: Mo
 def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
     """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less)."""
     from minigpt.model.gpt import GPT
-    from minigpt.trainer import validate_train_config
+    from minigpt.validate import validate_train_config
 
     tc = cfg.train
     grad_accum = validate_train_config(cfg, world_size)

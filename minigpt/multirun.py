@@ -53,7 +53,9 @@ def handle_failure(exc: Exception, run_dir: str) -> JobFailed:
     if isinstance(exc, RunDirBusy):  # another process owns the run dir and its train.log: write nothing there
         print(f"error: {exc}", file=sys.stderr)
     else:
-        record_failure(run_dir, exc)
+        from minigpt.distributed import detect
+
+        record_failure(run_dir, exc, is_main=detect().is_main)
         if user_facing:
             log.error(f"error: {exc}")
     if "SUBMITIT_FOLDER" in os.environ:  # a job of Hydra's submitit launcher: submitit reports the exception

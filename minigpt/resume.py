@@ -1,6 +1,11 @@
 """Never lose work: resume from the newest valid checkpoint, keep the last K, checkpoint on signals.
 
-- `resume_trainer(trainer)` runs before the loggers open: it picks the checkpoint named by
+A `Checkpoint` holds the run's stateful pieces (model, optimizer, scaler, loader position, RNGs, the
+step counters), each an object with `state_dict()` / `load_state_dict()`, the way torchtitan's
+checkpointer takes `Stateful`s: saving and resuming see those pieces, the run dir and the ranks,
+never the Trainer (which this module does not import).
+
+- `Checkpoint.resume(...)` runs before the loggers open: it picks the checkpoint named by
   `train.resume` (auto: the newest readable one in the run dir; an unreadable one is reported in one
   line and renamed `<name>.corrupt`, so it is never resumed from or counted by pruning again; if none
   is readable the run refuses to start over), loads it, and drops the metrics.jsonl rows logged after
@@ -28,15 +33,14 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional, Protocol
 
+from minigpt import distributed
 from minigpt.atomic import write_text_atomic
-from minigpt.checkpoint import (CheckpointUnreadable, find_checkpoint, is_complete_checkpoint, list_checkpoints,
-                                load_checkpoint)
-from minigpt.errors import ConfigError
-
-if TYPE_CHECKING:
-    from minigpt.trainer import Trainer
+from minigpt.checkpoint import (CheckpointUnreadable, checkpoint_path, find_checkpoint, is_complete_checkpoint,
+                                list_checkpoints, load_checkpoint, save_checkpoint)
+from minigpt.errors import ConfigError, RunFailure
+from minigpt.rundir import finished_message
 
 log = logging.getLogger("minigpt")
 
@@ -120,60 +124,116 @@ def load_resume_state(resume: str, run_dir: str | os.PathLike, tidy: bool = Fals
     return None
 
 
-# ---------------------------------------------------------------------- resuming a trainer
+# ---------------------------------------------------------------------- the checkpoint's state objects
+
+
+class Stateful(Protocol):
+    """What a checkpoint holds: nn.Module, optimizers, GradScaler, the loaders, TrainState, RNGState."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class TrainState:
+    """The loop's counters; kept at the checkpoint's top level (`step`, `tokens_seen`), where readers look."""
+
+    step: int = 0
+    tokens_seen: int = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "tokens_seen": self.tokens_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
 
 
 @dataclass
 class Resumed:
-    """What `resume_trainer` found: the tracked run to continue, where a fork came from, or nothing to do."""
+    """What `Checkpoint.resume` found: the tracked run to continue, where a fork came from, or nothing to do."""
 
     logger_run_id: Optional[str] = None  # continue this W&B run (the run's own checkpoint)
     forked_from: Optional[dict] = None  # another run's checkpoint: {"checkpoint", "step", "logger_run_id"}
     finished: bool = False  # already at train.num_iterations: train nothing, write nothing
 
 
-def resume_trainer(trainer: "Trainer") -> Resumed:
-    """Load the checkpoint `train.resume` selects into `trainer`."""
-    run_dir = trainer.run_dir
-    main = getattr(trainer, "dist", None) is None or trainer.dist.is_main  # every rank loads; rank 0 tidies files
-    if main:
-        remove_stale_temp_files(run_dir)
-    found = load_resume_state(trainer.cfg.train.resume, run_dir, tidy=main)
-    resumed = Resumed()
-    if found is not None:
-        state, path = found
-        try:
-            trainer.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0][:160]
-            raise ConfigError(
-                f"checkpoint {path} does not fit this config ({first}): resume with the config it was "
-                "trained with, or start fresh with train.resume=never in a new run dir"
-            ) from exc
-        own = path.resolve().parent == Path(run_dir).resolve()
-        if own:
-            resumed.logger_run_id = state.get("logger_run_id")
-        else:  # a fork: a new tracked run, which records its origin
-            resumed.forked_from = {"checkpoint": str(path.resolve()), "step": trainer.step,
-                                   "logger_run_id": state.get("logger_run_id")}
-        if trainer.step >= trainer.cfg.train.num_iterations:
-            resumed.finished = True
-            log.info(_nothing_to_train(trainer, path, own))
-            return resumed
-        log.info(f"resumed from {path} at step {trainer.step} ({trainer.tokens_seen:,} tokens seen)")
-    if main:
-        drop_metrics_after(run_dir / "metrics.jsonl", trainer.step)
-    return resumed
+class Checkpoint:
+    """A run's checkpoints: `parts` (key -> Stateful, loaded in this order: put RNGs last) and `train`
+    (the counters) make its state; `info()` adds what is stored but never loaded (config, logger run id).
+
+    Saving is collective (ZeRO gathers optimizer shards); rank 0 writes. `before_save` runs first on
+    every rank (the trainer's divergence check: never save a model that went non-finite)."""
+
+    def __init__(self, run_dir: str | os.PathLike, dist: distributed.DistEnv, train: TrainState,
+                 parts: dict[str, Stateful], info: Callable[[], dict] = dict,
+                 before_save: Callable[[], None] = lambda: None):
+        self.run_dir, self.dist, self.train, self.parts = Path(run_dir), dist, train, parts
+        self.info, self.before_save = info, before_save
+
+    def state_dict(self) -> dict:
+        return {**{key: part.state_dict() for key, part in self.parts.items()}, **self.train.state_dict(), **self.info()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train.load_state_dict(state)
+        for key, part in self.parts.items():
+            part.load_state_dict(state[key])
+
+    def save(self) -> Path | None:
+        """Write ckpt_<step>.pt (rank 0); returns its path there, None on other ranks."""
+        self.before_save()
+        state = self.state_dict()  # every rank takes part (ZeRO gathers optimizer shards); rank 0 writes
+        step, path, failure = self.train.step, None, None
+        if self.dist.is_main:
+            try:
+                path = save_checkpoint(state, checkpoint_path(self.run_dir, step))
+                log.info(f"step {step:6d} | checkpoint {path}")
+            except RunFailure as exc:  # e.g. a full disk: every rank stops, none waits for rank 0 forever
+                failure = exc
+        # a collective, so nobody races ahead (or exits) before the checkpoint is on disk
+        if distributed.any_rank(failure is not None):
+            raise failure or RunFailure(f"step {step}: rank 0 could not write the checkpoint (its log says why)")
+        return path
+
+    def resume(self, resume: str, num_iterations: int) -> Resumed:
+        """Load the checkpoint `train.resume` selects (every rank loads; rank 0 tidies files)."""
+        run_dir, main = self.run_dir, self.dist.is_main
+        if main:
+            remove_stale_temp_files(run_dir)
+        found = load_resume_state(resume, run_dir, tidy=main)
+        resumed = Resumed()
+        if found is not None:
+            state, path = found
+            try:
+                self.load_state_dict(state)
+            except (RuntimeError, KeyError, ValueError) as exc:
+                first = str(exc).strip().splitlines()[0][:160]
+                raise ConfigError(
+                    f"checkpoint {path} does not fit this config ({first}): resume with the config it was "
+                    "trained with, or start fresh with train.resume=never in a new run dir"
+                ) from exc
+            step = self.train.step
+            own = path.resolve().parent == run_dir.resolve()
+            if own:
+                resumed.logger_run_id = state.get("logger_run_id")
+            else:  # a fork: a new tracked run, which records its origin
+                resumed.forked_from = {"checkpoint": str(path.resolve()), "step": step,
+                                       "logger_run_id": state.get("logger_run_id")}
+            if step >= num_iterations:
+                resumed.finished = True
+                log.info(_nothing_to_train(run_dir, resume, num_iterations, step, path, own))
+                return resumed
+            log.info(f"resumed from {path} at step {step} ({self.train.tokens_seen:,} tokens seen)")
+        if main:
+            drop_metrics_after(run_dir / "metrics.jsonl", self.train.step)
+        return resumed
 
 
-def _nothing_to_train(trainer: "Trainer", path: Path, own: bool) -> str:
-    step, total = trainer.step, trainer.cfg.train.num_iterations
+def _nothing_to_train(run_dir: Path, resume: str, total: int, step: int, path: Path, own: bool) -> str:
     more = f"train.num_iterations=<more than {step}> (the lr schedule is recomputed for the new length)"
     if own:
-        from minigpt.rundir import finished_message
-
-        return finished_message(trainer.run_dir, step, total)  # the same line as a rerun skipped before any set-up
-    return (f"train.resume={trainer.cfg.train.resume}: {path.name} is at step {step}, already "
+        return finished_message(run_dir, step, total)  # the same line as a rerun skipped before any set-up
+    return (f"train.resume={resume}: {path.name} is at step {step}, already "
             f"train.num_iterations={total}: nothing to train; to continue training from it set {more}")
 
 
@@ -214,18 +274,6 @@ def drop_metrics_after(path: Path, step: int) -> None:
         write_text_atomic(path, "".join(f"{line}\n" for line in kept))
     if dropped:
         log.info(f"dropped {dropped} metrics.jsonl rows logged after step {step}; those steps run again")
-
-
-def last_logged(path: Path) -> dict:
-    """The last logged value of every key in metrics.jsonl: a finished run's final metrics."""
-    final: dict = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                final.update({k: v for k, v in json.loads(line).items() if k != "step"})
-            except json.JSONDecodeError:
-                continue
-    return final
 
 
 def prune_checkpoints(run_dir: Path, keep: int, newest: Path) -> None:
@@ -296,24 +344,24 @@ class Checkpointer:
         """Flags summed over ranks: the signals that reached any rank, so every rank saves and stops alike."""
         self.agreed = [sig for sig, count in zip(CHECKPOINT_SIGNALS, flags) if count > 0]
 
-    def after_step(self, trainer: "Trainer", last: bool) -> None:
+    def after_step(self, checkpoint: Checkpoint, last: bool) -> None:
         if self.distributed:  # only what all ranks agreed on at a sync step (none in between)
             signals, self.agreed = self.agreed, []
         else:  # one process: whatever arrived, up to this very moment
             signals = list(dict.fromkeys(self.pending))
         self.pending = [sig for sig in self.pending if sig not in signals]  # a later signal stays pending
-        if last or signals or self.periodic(trainer.step):
-            path = trainer.save()
+        if last or signals or self.periodic(checkpoint.train.step):
+            path = checkpoint.save()
             if path is not None:  # None on ranks other than 0, which write nothing
-                prune_checkpoints(trainer.run_dir, self.keep, path)
+                prune_checkpoints(checkpoint.run_dir, self.keep, path)
             self.on_save()
         for signum in signals:
-            log.warning(f"step {trainer.step:6d} | {signal.Signals(signum).name} received: checkpoint saved")
+            log.warning(f"step {checkpoint.train.step:6d} | {signal.Signals(signum).name} received: checkpoint saved")
             if callable(self.previous.get(signum)):
                 self.deferred.append(signum)
         if self.deferred:
-            log.warning(f"step {trainer.step:6d} | stopping; the signal goes on to the handler installed before ours")
+            log.warning(f"step {checkpoint.train.step:6d} | stopping; the signal goes on to the handler installed before ours")
             raise SystemExit(128 + self.deferred[0])
         if signal.SIGTERM in signals:
-            log.warning(f"step {trainer.step:6d} | stopping on SIGTERM; rerun the same command to resume")
+            log.warning(f"step {checkpoint.train.step:6d} | stopping on SIGTERM; rerun the same command to resume")
             raise SystemExit(128 + signal.SIGTERM)

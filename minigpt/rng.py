@@ -32,3 +32,13 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class RNGState:
+    """The process's RNGs as a checkpoint Stateful: restored last, so loading nothing else draws from them."""
+
+    def state_dict(self) -> dict:
+        return get_rng_state()
+
+    def load_state_dict(self, state: dict) -> None:
+        set_rng_state(state)

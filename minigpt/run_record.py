@@ -24,6 +24,7 @@ import statistics
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from minigpt.atomic import write_text_atomic
 
@@ -85,12 +86,12 @@ def error_text(exc: BaseException) -> str:
     return (str(exc) if user_facing else f"{type(exc).__name__}: {exc}")[:1000]
 
 
-def record_failure(run_dir: str | os.PathLike, exc: BaseException) -> None:
+def record_failure(run_dir: str | os.PathLike, exc: BaseException, is_main: bool = True) -> None:
     """A run that failed before its trainer wrote run_summary.json (a bad config): write one with the
     status and error RunRecord.fail() would give, so the run directory says why it has no metrics.
     An existing summary is left alone: the trainer has recorded its own failure there, or it belongs
     to an earlier run that this command was refused to touch (a busy or finished run directory)."""
-    if int(os.environ.get("RANK", "0")) != 0 or (Path(run_dir) / SUMMARY_FILE).exists():
+    if not is_main or (Path(run_dir) / SUMMARY_FILE).exists():
         return
     data = {"status": failure_status(exc), "error": error_text(exc), "ended_at": _now()}
     try:
@@ -100,14 +101,18 @@ def record_failure(run_dir: str | os.PathLike, exc: BaseException) -> None:
 
 
 class RunRecord:
-    """Also a logger (log/finish), so it sees every step and keeps `step`, `tokens` and `wall_s` fresh."""
+    """Also a logger (log/finish), so it sees every step and keeps `step`, `tokens` and `wall_s` fresh.
 
-    def __init__(self, trainer):
+    The ranks come from the trainer's `dist` (what distributed.setup() joined), not from the environment."""
+
+    def __init__(self, trainer, forecast: Callable | None = None):
+        """`forecast(trainer, start_step)`: the plan made at the run's start (minigpt.plan.forecast.start_forecast),
+        handed in so this module does not import the planner, which reads run records."""
         from minigpt.perf import device_name
 
         self.path = Path(trainer.run_dir) / SUMMARY_FILE
-        self.active = int(os.environ.get("RANK", "0")) == 0  # one writer per run
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.active = trainer.dist.is_main  # one writer per run
+        world = trainer.dist.world_size
         cluster = trainer.cfg.cluster
         previous = read_summary(trainer.run_dir) or {}
         self.prior = {key: float(previous.get(key) or 0.0) for key in ("wall_s", "gpu_hours", "cost")}
@@ -117,7 +122,7 @@ class RunRecord:
         self.status = "running"
         self.cluster = cluster
         self.rates: list[float] = []  # train/tokens_per_s as logged
-        model = trainer.raw_model
+        model = trainer.model
         self.data = {
             "status": "running",
             "started_at": previous.get("started_at", _now()),
@@ -151,16 +156,15 @@ class RunRecord:
             self.data["forked_from"] = previous["forked_from"]
         # Forecast at the first logged step, not here: start-up (before the checkpoint signal handlers are
         # installed) stays as short as it was. It depends only on the config, device and earlier runs.
-        self._forecast_for = trainer if self.active and not self.data["forecast"] else None
+        self._forecast_for = trainer if self.active and forecast and not self.data["forecast"] else None
+        self._forecast = forecast
         self._start_step = trainer.step
         self._write()
 
     def _record_forecast(self) -> None:
         trainer, self._forecast_for = self._forecast_for, None
         try:
-            from minigpt.plan.forecast import start_forecast
-
-            self.data["forecast"] = start_forecast(trainer, self._start_step)
+            self.data["forecast"] = self._forecast(trainer, self._start_step)
         except Exception as exc:  # noqa: BLE001 - bookkeeping must never stop training
             log.warning(f"no forecast recorded ({type(exc).__name__}: {exc})")
 

@@ -21,8 +21,6 @@ otherwise (edited by hand) is refused, naming both files.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -35,100 +33,14 @@ from omegaconf import OmegaConf
 
 from minigpt.atomic import write_text_atomic
 from minigpt.errors import ConfigError
+from minigpt.run_identity import config_hash, identity, run_name  # noqa: F401 - the names of runs, re-exported
 
 log = logging.getLogger("minigpt")
 
 RUN_CONFIG_FILE = "run_config.yaml"
-HASH_LEN = 8
-# Where a run executes and logs, how often it saves or prints, how reruns behave: not part of its identity.
-NOT_HASHED = (
-    "hydra", "cluster", "logger",
-    "train.device", "train.resume", "train.rerun", "train.objective",
-    "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
-    "data.cache_dir", "data.prepare",
-    "eval.hellaswag.cache_dir", "eval.hellaswag.download", "eval.hellaswag.url", "eval.hellaswag.batch_size",
-)
 # Files a run writes into its directory; `train.rerun=true` moves them aside (`.hydra/` is Hydra's, rewritten anyway).
 RUN_FILES = ("metrics.jsonl", "run_summary.json", RUN_CONFIG_FILE, "wandb")
 RUN_FILE_GLOBS = ("ckpt_*.pt", "ckpt_*.pt.corrupt", ".ckpt_*.pt.tmp-*")
-
-
-# ---------------------------------------------------------------------------------------------- identity
-
-_SAME = object()  # marks "no difference" (None is a value)
-
-
-def _drop(tree: dict, dotted: str) -> None:
-    *parents, last = dotted.split(".")
-    for part in parents:
-        tree = tree.get(part)
-        if not isinstance(tree, dict):
-            return
-    tree.pop(last, None)
-
-
-def _differences(values: Any, defaults: Any) -> Any:
-    """The part of `values` that differs from `defaults` (nested dicts compared key by key)."""
-    if isinstance(values, dict) and isinstance(defaults, dict):
-        out = {}
-        for key, value in values.items():
-            if key not in defaults:
-                out[key] = value
-            else:
-                diff = _differences(value, defaults[key])
-                if diff is not _SAME:
-                    out[key] = diff
-        return out if out else _SAME
-    return _SAME if values == defaults else values
-
-
-_DEFAULTS: dict | None = None
-
-
-def _schema_defaults() -> dict:
-    global _DEFAULTS
-    if _DEFAULTS is None:
-        from minigpt.config import Config
-
-        tree = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False, enum_to_str=True)
-        for key in NOT_HASHED:
-            _drop(tree, key)
-        _DEFAULTS = tree
-    return _DEFAULTS
-
-
-def identity(cfg: Any) -> dict:
-    """What makes a run this run: its resolved settings that differ from the schema defaults."""
-    if not OmegaConf.is_config(cfg):  # a typed Config (dataclass)
-        cfg = OmegaConf.structured(cfg)
-    tree = {}
-    for key in cfg.keys():
-        if key in NOT_HASHED:
-            continue
-        node = cfg[key]
-        tree[key] = OmegaConf.to_container(node, resolve=True, enum_to_str=True) if OmegaConf.is_config(node) else node
-    for dotted in NOT_HASHED:
-        _drop(tree, dotted)
-    diff = _differences(tree, _schema_defaults())
-    return {} if diff is _SAME else diff
-
-
-def config_hash(cfg: Any) -> str:
-    blob = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_LEN]
-
-
-def run_name(cfg: Any) -> str:
-    """`[<experiment>_]<arch>_<model>-<hash>`: readable, and the same for the same config."""
-    parts = [cfg.experiment] if cfg.experiment else []
-    parts += [cfg.arch.name, cfg.model.name]
-    return "_".join(str(p) for p in parts) + f"-{config_hash(cfg)}"
-
-
-def register_resolvers() -> None:
-    """`${minigpt.run_hash:}` and `${minigpt.run_name:}` for hydra.run.dir / hydra.sweep.subdir."""
-    OmegaConf.register_new_resolver("minigpt.run_hash", lambda *, _root_: config_hash(_root_), replace=True)
-    OmegaConf.register_new_resolver("minigpt.run_name", lambda *, _root_: run_name(_root_), replace=True)
 
 
 # ---------------------------------------------------------------------------------------------- state
@@ -258,7 +170,7 @@ def decide(cfg: Any, run_dir: str | os.PathLike) -> Decision:
     if cfg.train.rerun and not is_requeued():
         return Decision(False, "train.rerun=true: starting afresh" if state.kind != "new" else "")
     if state.kind == "finished":
-        from minigpt.resume import last_logged
+        from minigpt.loggers import last_logged
 
         return Decision(True, finished_message(run_dir, state.step, cfg.train.num_iterations),
                         last_logged(run_dir / "metrics.jsonl"))

@@ -29,15 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from minigpt.errors import ConfigError
-
-
-def check_account(config: DictConfig) -> None:
-    if config.cluster.account_required and not config.cluster.account:
-        name = config.cluster.name
-        raise ConfigError(
-            f"cluster={name} needs a SLURM account: add cluster.account=<account> "
-            "(on TAMU HPRC, `myproject` lists your project accounts)"
-        )
+from minigpt.validate import check_slurm_account
 
 
 def pin_sweep_dir(config: DictConfig) -> str:
@@ -87,7 +79,7 @@ def check_plan(config: DictConfig) -> str:
 class SubmitCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
-            check_account(config)
+            check_slurm_account(config.cluster)
             summary = check_plan(config)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -1,5 +1,11 @@
 """The one training entrypoint: `python -m minigpt.train arch=swiglu_gqa_rope model=d12 ...`.
 
+A run is validate -> set up -> build -> prepare -> fit, each step explicit (minigpt/trainer.py):
+`validate()` checks every value right after Hydra composes the config (for a single run already in
+the `ValidateConfig` callback, before Hydra creates the run directory), so a bad config touches no
+disk, no process group and no network; then the process group, the model, the token cache, the eval
+data, and training.
+
 Runs locally, under torchrun, or on SLURM through Hydra's submitit launcher (`cluster=...`); the run
 directory is Hydra's (`hydra.run.dir`, under outputs/ by default, named by the config's hash so the
 same command finds it again: minigpt/rundir.py) and holds metrics.jsonl, checkpoints and the resolved
@@ -8,11 +14,14 @@ config in .hydra/. A finished run is skipped, an unfinished one resumed.
 
 from __future__ import annotations
 
+import copy
 import logging
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
 
 import minigpt.config  # noqa: F401 - registers the typed schema (base_config) with Hydra
 from minigpt.config import to_config
@@ -22,19 +31,28 @@ log = logging.getLogger("minigpt")
 
 
 def run(cfg: DictConfig, run_dir: str) -> dict:
-    """Build a Trainer from a composed config and train; returns the final metrics (a finished run's: skipped)."""
+    """Validate, set up and build a Trainer from a composed config, and train; returns the final metrics
+    (a finished run's: skipped)."""
     from minigpt import distributed, run_lock, rundir
-    from minigpt.trainer import Trainer  # imported here so --help and config errors stay fast
+    from minigpt.validate import validate
 
     typed = to_config(cfg)
+    world = distributed.detect()  # the launcher's ranks, from the environment: nothing joined yet
+    validate(typed, world.world_size)  # pure; a multirun or SLURM job checks its own config here
     decision = rundir.decide(typed, run_dir)  # read-only, on every rank alike
-    if decision.message and distributed.detect().is_main:  # one line, not one per rank
+    if decision.message and world.is_main:  # one line, not one per rank
         log.info(decision.message)
     if decision.skip:
         return decision.final
+    from minigpt.runtime import pick_device
+    from minigpt.trainer import Trainer  # imported here so --help and config errors stay fast
+
     lock = None
     try:
-        trainer = Trainer(typed, run_dir)
+        dist, device = distributed.setup(pick_device(typed.train.device))  # joins the process group
+        trainer = Trainer(typed, run_dir, dist=dist, device=device)  # builds; writes nothing
+        trainer.prepare_data()  # tokens into the cache (rank 0 first)
+        trainer.load_eval_data()  # e.g. HellaSwag: the cached file, or a verified download
         lock = run_lock.acquire_for_ranks(run_dir, trainer.dist)  # the lock fit() takes (re-entrant), held from here
         rundir.claim(typed, run_dir, trainer.dist.is_main)  # train.rerun moves the old run aside; run_config.yaml
         distributed.barrier()
@@ -42,6 +60,25 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
     finally:
         run_lock.release(lock)
         distributed.shutdown()  # leave the process group (torchrun / srun ranks) cleanly
+
+
+class ValidateConfig(Callback):
+    """A single run's config is validated here, before Hydra creates `hydra.run.dir` and its train.log
+    (listed before the run-dir lock in conf/config.yaml): a bad config leaves the disk as it was."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from minigpt import distributed
+        from minigpt.cli import one_line, user_errors
+        from minigpt.validate import validate
+
+        job = copy.deepcopy(config)  # what main() receives: the config without Hydra's node (as Hydra's run_job)
+        with read_write(job), open_dict(job):
+            del job["hydra"]
+        try:
+            validate(to_config(job), distributed.detect().world_size)
+        except user_errors() as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -1,12 +1,18 @@
-"""The training loop: gradient accumulation, mixed precision, clipping, periodic tasks, checkpoints.
+"""The training loop: gradient accumulation, mixed precision, clipping, step hooks, checkpoints.
 
-`Trainer(cfg, run_dir).fit()` is all an entrypoint calls. Everything optional (validation, samples,
-HellaSwag, extra loggers) runs as a `PeriodicTask` or a logger chosen by config, so the loop itself
-never branches on features.
+A run goes build -> validate -> set up -> fit, each step its own call (minigpt/train.py makes them):
+`validate(cfg, world_size)` (minigpt/validate.py) checks every value before any side effect;
+`distributed.setup()` joins the process group; `Trainer(cfg, run_dir)` builds the model, optimizer and
+hooks and writes, reads and downloads nothing, so benches and tests can build one cheaply;
+`prepare_data()` tokenizes the corpus into the cache and opens the loaders; `load_eval_data()` reads
+(or downloads) HellaSwag; `fit()` trains (running first any set-up step not yet run, as Lightning's
+`fit` calls `prepare_data`). Everything optional (validation, samples, HellaSwag, extra loggers) runs
+as a `StepHook` or a logger chosen by config from an explicit table, so the loop never branches on
+features. The loop itself is nanoGPT's (llm.c's train_gpt2.py): accumulate, clip, step, log.
 
 The host never waits for the device between log steps: a step's loss and gradient norm stay device
 tensors, and the loop reads them (one all-reduce, one device-to-host copy) only at a step that logs,
-runs a task or saves a checkpoint. Everything else (step time, tokens/s, MFU) is derived there.
+runs a hook or saves a checkpoint. Everything else (step time, tokens/s, MFU) is derived there.
 """
 
 from __future__ import annotations
@@ -19,55 +25,28 @@ from pathlib import Path
 import torch
 
 from minigpt import distributed, run_lock
-from minigpt.checkpoint import checkpoint_path, init_weights_from, save_checkpoint
+from minigpt.checkpoint import init_weights_from
 from minigpt.config import Config, to_container
 from minigpt.data.corpus import prepare_splits
 from minigpt.data.loader import DataLoader
 from minigpt.data.prefetch import DevicePrefetcher
 from minigpt.data.tokenizer import EOT_TOKEN, get_gpt2_encoding
 from minigpt.divergence import DivergenceGuard
-from minigpt.errors import ConfigError, RunFailure
-from minigpt.loggers import NullLogger, build_loggers
+from minigpt.eval.training import EVALS
+from minigpt.hooks import StepHook
+from minigpt.loggers import NullLogger, build_loggers, last_logged
 from minigpt.memory import estimate_memory
-from minigpt.model import GPT, validate_model_config
+from minigpt.model import GPT
 from minigpt.optim import Schedule, build_optimizer, warmup_warning
+from minigpt.plan.forecast import start_forecast
 from minigpt.perf import GarbageCollection, StepClock, device_name, mfu, peak_flops, peak_flops_hint, peak_memory_gb
-from minigpt.resume import Checkpointer, last_logged, resume_trainer
-from minigpt.rng import get_rng_state, set_rng_state
+from minigpt.resume import Checkpoint, Checkpointer, TrainState
+from minigpt.rng import RNGState
 from minigpt.run_record import RunRecord
 from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything, slow_dtype_warning
-from minigpt.tasks import PeriodicTask, build_eval_tasks
+from minigpt.validate import TRAIN_METRICS, grad_accum_steps
 
 log = logging.getLogger("minigpt")
-
-
-def validate_train_config(cfg: Config, world_size: int = 1) -> int:
-    """Check the run's shape before any compute; returns the gradient-accumulation steps per rank."""
-    validate_model_config(cfg.arch, cfg.model)
-    tc = cfg.train
-    seq_len = tc.sequence_length or cfg.model.block_size
-    if seq_len > cfg.model.block_size:
-        raise ConfigError(
-            f"train.sequence_length={seq_len} is longer than the model context model.block_size={cfg.model.block_size}: "
-            "lower the sequence length or raise the block size"
-        )
-    if tc.num_iterations <= 0 or tc.batch_size <= 0:
-        raise ConfigError("train.num_iterations and train.batch_size must be positive")
-    distributed.check_zero_stage(tc.zero_stage)
-    micro_tokens = tc.batch_size * seq_len * world_size  # one micro-batch on every rank
-    total = tc.total_batch_size or micro_tokens
-    if total % micro_tokens:
-        raise ConfigError(
-            f"train.total_batch_size={total} is not a multiple of batch_size * sequence_length * ranks = {micro_tokens}: "
-            f"use a multiple such as {micro_tokens * max(1, round(total / micro_tokens))}"
-        )
-    return total // micro_tokens
-
-
-def check_objective(objective: str | None, metrics: list[str]) -> None:
-    """train.objective (what a search sweeper minimises) must be one of the numeric metrics the run logs."""
-    if objective is not None and objective not in metrics:
-        raise ConfigError(f"train.objective={objective} is not a metric this run logs: choose one of {', '.join(metrics)}")
 
 
 @dataclass
@@ -80,33 +59,30 @@ class StepResult:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path, extra_tasks: list[PeriodicTask] | None = None):
+    """Builds a run's parts from a validated config (`minigpt.validate.validate`); joins, writes, reads and
+    downloads nothing. Model handles, one job each: `model` is the GPT itself (weights, checkpoints,
+    generation, evaluation), `forward_model` runs its forward passes (compiled with train.compile), and
+    `train_model` adds DDP's gradient all-reduce on top, for training steps only."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, extra_hooks: list[StepHook] | None = None,
+                 dist: distributed.DistEnv | None = None, device: torch.device | None = None):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.created_at = time.time()  # run_summary.json's wall time includes data and model set-up
         tc = cfg.train
-        self.dist, self.device = distributed.init(pick_device(tc.device))
-        self.grad_accum = validate_train_config(cfg, self.dist.world_size)
+        self.dist = dist or distributed.joined()  # the ranks of a process group distributed.setup() joined
+        self.device = device or distributed.rank_device(self.dist, pick_device(tc.device))
+        self.grad_accum = grad_accum_steps(cfg, self.dist.world_size)
         self.seq_len = tc.sequence_length or cfg.model.block_size
         configure_backends(self.device)
         seed_everything(tc.effective_init_seed)
 
-        with distributed.main_first(self.dist):  # rank 0 fills the token cache, the others then read it
-            train_files, val_files = prepare_splits(cfg.data, log=log.info)
-        # each rank reads its own slice; every token id is checked against the vocabulary once, at open
-        ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size, "vocab_size": cfg.model.vocab_size}
-        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.effective_data_seed,
-                                       split="train", **ranks)
-        self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val", **ranks)
-        fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
-        self.batches = DevicePrefetcher(self.train_loader, self.device, fixed_batch)
-
-        self.raw_model = GPT(cfg.arch, cfg.model)
+        self.model = GPT(cfg.arch, cfg.model)
         if tc.init_from:  # fine-tuning; a resumed run's checkpoint still wins (loaded later, in fit)
-            init_weights_from(self.raw_model, tc.init_from)
-        self.raw_model.to(self.device)
-        self.model = torch.compile(self.raw_model) if tc.compile else self.raw_model  # eval uses it without DDP
-        self.ddp_model = distributed.wrap_model(self.model, self.dist, self.device)  # training forward/backward
-        optimizer = build_optimizer(self.raw_model, cfg.optim, self.device.type)
+            init_weights_from(self.model, tc.init_from)
+        self.model.to(self.device)
+        self.forward_model = torch.compile(self.model) if tc.compile else self.model
+        self.train_model = distributed.wrap_model(self.forward_model, self.dist, self.device)
+        optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.optimizer = distributed.shard_optimizer(optimizer, self.dist, tc.zero_stage)
         self.schedule = Schedule(self.optimizer, cfg.optim, tc.num_iterations)  # every group's lr, Muon's momentum
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=str(tc.dtype.value) == "float16")
@@ -114,27 +90,71 @@ class Trainer:
         # float16: the GradScaler skips inf/nan-gradient steps itself, so the guard only watches the loss
         self.guard = DivergenceGuard(tc.skip_nonfinite, self.device, self.run_dir,
                                      grads_checked=not self.scaler.is_enabled())
-        self.step, self.tokens_seen = 0, 0
+        self.state = TrainState()  # step, tokens_seen
         self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len * self.dist.world_size
-        self.flops_per_token = self.raw_model.flops_per_token(self.seq_len)
+        self.flops_per_token = self.model.flops_per_token(self.seq_len)
         self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
         self.clock = StepClock()
-        self.tasks = [
-            PeriodicTask("val", tc.val_loss_every, Trainer.validate, metrics=("val/loss",), at_start=True),
-            PeriodicTask("sample", tc.sample_every, Trainer.sample),
-            *build_eval_tasks(cfg),
-            *(extra_tasks or []),
+        self.eval = EVALS[cfg.eval.name](cfg)  # its data comes in load_eval_data()
+        self.extra_hooks = list(extra_hooks or [])
+        self.train_loader = self.val_loader = self.batches = None  # opened by prepare_data()
+        self.eval_loaded = False
+        self.logger = None  # opened in fit()
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.state.tokens_seen
+
+    @property
+    def hooks(self) -> list[StepHook]:
+        """What runs between steps: validation, samples, the eval's hooks (once loaded), the caller's."""
+        tc = self.cfg.train
+        return [
+            StepHook("val", tc.val_loss_every, Trainer.val_loss, metrics=("val/loss",), at_start=True),
+            StepHook("sample", tc.sample_every, Trainer.sample),
+            *self.eval.hooks(),
+            *self.extra_hooks,
         ]
-        check_objective(tc.objective, self.final_metrics())
-        self.logger = None  # opened in fit(), so building a Trainer writes nothing
+
+    # ------------------------------------------------------------------ set-up steps (side effects)
+
+    def prepare_data(self) -> "Trainer":
+        """Tokenize the corpus into the cache (rank 0 first, the others then read it) and open the loaders."""
+        tc = self.cfg.train
+        with distributed.main_first(self.dist):
+            train_files, val_files = prepare_splits(self.cfg.data, log=log.info)
+        # each rank reads its own slice; every token id is checked against the vocabulary once, at open
+        ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size, "vocab_size": self.cfg.model.vocab_size}
+        self.train_loader = DataLoader(train_files, tc.batch_size, self.seq_len, seed=tc.effective_data_seed,
+                                       split="train", **ranks)
+        self.val_loader = DataLoader(val_files, tc.batch_size, self.seq_len, shuffle=False, split="val", **ranks)
+        fixed_batch = self.train_loader.next_batch() if tc.overfit_single_batch else None
+        self.batches = DevicePrefetcher(self.train_loader, self.device, fixed_batch)
+        return self
+
+    def load_eval_data(self) -> "Trainer":
+        """Read (or download into the cache) what the `eval=` choice scores on; unavailable: one warning."""
+        self.eval.load()
+        self.eval_loaded = True
+        return self
+
+    def checkpoint(self) -> Checkpoint:
+        """This run's checkpoint state objects (torchtitan-style Statefuls): what resume and save see."""
+        parts = {"model": self.model, "optimizer": distributed.OptimizerState(self.optimizer),
+                 "scaler": self.scaler, "train_loader": self.batches,  # the position after the batches trained on
+                 "rng": RNGState()}  # last: loading the others draws no random numbers after it
+        info = lambda: {"config": to_container(self.cfg),  # noqa: E731
+                        "logger_run_id": getattr(self.logger, "run_id", None)}  # a resumed run continues it
+        return Checkpoint(self.run_dir, self.dist, self.state, parts, info=info, before_save=self.guard.check)
 
     def final_metrics(self) -> list[str]:
-        """The numeric metrics that fit() returns (every step's train/ ones and the tasks' last results)."""
-        names = ["train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step", "train/tokens_per_s",
-                 "train/peak_mem_gb"]
-        if self.peak_flops is not None:
-            names.append("train/mfu")
-        return sorted(names + [name for task in self.tasks for name in task.metrics])
+        """The numeric metrics that fit() returns (every step's train/ ones and the hooks' last results)."""
+        names = [*TRAIN_METRICS, *(["train/mfu"] if self.peak_flops is not None else [])]
+        return sorted(names + [name for hook in self.hooks for name in hook.metrics])
 
     # ------------------------------------------------------------------ steps
 
@@ -144,22 +164,22 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(self.grad_accum):
             x, y = self.batches.next()
-            with distributed.grad_sync(self.ddp_model, last_micro_step=micro == self.grad_accum - 1):
+            with distributed.grad_sync(self.train_model, last_micro_step=micro == self.grad_accum - 1):
                 with self.autocast():
-                    _, loss = self.ddp_model(x, y)
+                    _, loss = self.train_model(x, y)
                 self.batches.prefetch()  # host work for the next batch while the device runs this forward
                 loss = loss / self.grad_accum  # mean over this rank's share; DDP averages over ranks
                 loss_sum += loss.detach()
                 self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         if self.guard.allow_update(loss_sum, grad_norm, self.step + 1):  # no host sync unless train.skip_nonfinite
             self.scaler.step(self.optimizer)  # fp16: fused AdamW (the default) takes the inf check as a tensor
             self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        self.tokens_seen += self.tokens_per_step
+        self.state.step += 1
+        self.state.tokens_seen += self.tokens_per_step
         self.clock.tick()
         return StepResult(loss_sum, grad_norm, lr)
 
@@ -188,10 +208,10 @@ class Trainer:
             metrics["train/mfu"] = utilisation
         return metrics, flags_sum
 
-    # ------------------------------------------------------------------ periodic tasks
+    # ------------------------------------------------------------------ the trainer's own step hooks
 
     @torch.no_grad()
-    def validate(self) -> dict:
+    def val_loss(self) -> dict:
         self.model.eval()
         self.val_loader.reset()
         # The first `steps` val batches, rank r taking batches r, r+W, ...: the same set for any world size.
@@ -201,7 +221,7 @@ class Trainer:
         for _ in range(self.dist.rank, steps, W):
             x, y = self.val_loader.next_batch()
             with self.autocast():
-                _, loss = self.model(x.to(self.device), y.to(self.device))
+                _, loss = self.forward_model(x.to(self.device), y.to(self.device))
             total += torch.stack([loss.float(), torch.ones((), device=self.device)])
         self.model.train()
         total = distributed.all_reduce_sum(total)
@@ -213,57 +233,19 @@ class Trainer:
     def sample(self) -> dict:
         """A short continuation of an EOT token; its own RNG, so sampling never shifts training randomness."""
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed + self.step)
-        self.raw_model.eval()
+        self.model.eval()
         start = torch.tensor([[EOT_TOKEN]], device=self.device)
         with self.autocast():
-            out = self.raw_model.generate(start, self.cfg.train.sample_tokens, temperature=1.0, top_k=50, generator=gen)
-        self.raw_model.train()
+            out = self.model.generate(start, self.cfg.train.sample_tokens, temperature=1.0, top_k=50, generator=gen)
+        self.model.train()
         text = get_gpt2_encoding().decode(out[0, 1:].tolist())
         log.info(f"step {self.step:6d} | sample: {text!r}")
         return {"sample/text": text}
 
-    # ------------------------------------------------------------------ state
-
-    def state_dict(self) -> dict:
-        return {
-            "model": self.raw_model.state_dict(),
-            "optimizer": distributed.optimizer_state(self.optimizer),  # collective under ZeRO
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "train_loader": self.batches.state_dict(),  # the position after the batches trained on
-            "rng": get_rng_state(),
-            "config": to_container(self.cfg),
-            "logger_run_id": getattr(self.logger, "run_id", None),  # a resumed run continues the same logger run
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.raw_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
-        self.batches.load_state_dict(state["train_loader"])
-        set_rng_state(state["rng"])
-
-    def save(self) -> Path | None:
-        self.guard.check()  # never save (or prune for) a model that went non-finite since the last check
-        state = self.state_dict()  # every rank takes part (ZeRO gathers optimizer shards); rank 0 writes
-        path, failure = None, None
-        if self.dist.is_main:
-            try:
-                path = save_checkpoint(state, checkpoint_path(self.run_dir, self.step))
-                log.info(f"step {self.step:6d} | checkpoint {path}")
-            except RunFailure as exc:  # e.g. a full disk: every rank stops, none waits for rank 0 forever
-                failure = exc
-        # a collective, so nobody races ahead (or exits) before the checkpoint is on disk
-        if distributed.any_rank(failure is not None):
-            raise failure or RunFailure(f"step {self.step}: rank 0 could not write the checkpoint (its log says why)")
-        return path
-
     # ------------------------------------------------------------------ loop
 
     def describe(self) -> str:
-        m = self.raw_model
+        m = self.model
         return (
             f"arch={self.cfg.arch.name} model={self.cfg.model.name} | params {m.num_params() / 1e6:.2f}M "
             f"= {m.describe_params()} (non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
@@ -278,27 +260,33 @@ class Trainer:
         # One process per run dir (rank 0 locks, the other ranks wait to hear): before anything is written.
         lock = run_lock.acquire_for_ranks(self.run_dir, self.dist)
         try:
+            if self.batches is None:  # set-up steps the caller did not run (the train entrypoint runs them)
+                self.prepare_data()
+            if not self.eval_loaded:
+                self.load_eval_data()
             return self._fit()
         finally:
             run_lock.release(lock)
 
-    def run_tasks(self, tasks: list[PeriodicTask]) -> dict:
-        """Run these periodic tasks at this step, logging each one's metrics; returns them all."""
+    def run_hooks(self, hooks: list[StepHook]) -> dict:
+        """Run these step hooks at this step, logging each one's metrics; returns them all."""
         results: dict = {}
-        for task in tasks:
-            out = task.run(self)
+        for hook in hooks:
+            out = hook.run(self)
             self.logger.log(out, self.step)
             results.update(out)
         return results
 
     def _fit(self) -> dict:
         tc = self.cfg.train
-        resumed = resume_trainer(self)  # before the loggers open, so they continue the checkpoint's run
+        checkpoint = self.checkpoint()
+        resumed = checkpoint.resume(tc.resume, tc.num_iterations)  # before the loggers open: they continue its run
         if resumed.finished:  # already at train.num_iterations: it said so in one line; write nothing
             return last_logged(self.run_dir / "metrics.jsonl")
         self.logger = (build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=resumed.logger_run_id,
-                                     forked_from=resumed.forked_from) if self.dist.is_main else NullLogger())
-        record = RunRecord(self)  # run_summary.json: status, wall time, GPU-hours, cost
+                                     forked_from=resumed.forked_from, is_main=self.dist.is_main)
+                       if self.dist.is_main else NullLogger())
+        record = RunRecord(self, forecast=start_forecast)  # run_summary.json: status, wall time, GPU-hours, cost
         if resumed.forked_from:
             record.forked(resumed.forked_from)
         self.logger.add(record)
@@ -310,6 +298,7 @@ class Trainer:
         if self.peak_flops is None and self.device.type == "cuda":  # a GPU missing from the table (CPUs have no MFU)
             log.info(peak_flops_hint(device_name(self.device), tc.dtype.value))
         final: dict = {}
+        hooks = self.hooks
         checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints,
                                    on_save=lambda: record.checkpointed(self.step), distributed=self.dist.enabled).install()
         collector = GarbageCollection(tc.gc_every)
@@ -317,9 +306,9 @@ class Trainer:
             with collector:
                 if self.step == 0:  # a fresh run (a resumed one logged its step 0 already): the curves' start
                     with self.clock.paused():
-                        final.update(self.run_tasks([task for task in self.tasks if task.due(0, last=False)]))
+                        final.update(self.run_hooks([hook for hook in hooks if hook.due(0, last=False)]))
                 while self.step < tc.num_iterations:
-                    final.update(self._loop_step(checkpoints, collector))
+                    final.update(self._loop_step(hooks, checkpoint, checkpoints, collector))
         except BaseException as exc:
             record.fail(exc)
             raise
@@ -329,13 +318,14 @@ class Trainer:
             checkpoints.uninstall()  # last: may hand a signal on to submitit, which requeues the job
         return final
 
-    def _loop_step(self, checkpoints: Checkpointer, collector: GarbageCollection) -> dict:
+    def _loop_step(self, hooks: list[StepHook], checkpoint: Checkpoint, checkpoints: Checkpointer,
+                   collector: GarbageCollection) -> dict:
         """One step and whatever is due after it; reads the device only when something needs a value."""
         tc = self.cfg.train
         result = self.train_step()
         last = self.step == tc.num_iterations
         log_now = last or self.step % tc.log_every == 0
-        due = [task for task in self.tasks if task.due(self.step, last)]
+        due = [hook for hook in hooks if hook.due(self.step, last)]
         metrics = {}
         if log_now or due or checkpoints.wants_sync(self.step, last):
             metrics, flags = self.read_metrics(result, checkpoints.signal_flags())
@@ -352,7 +342,7 @@ class Trainer:
                 f"{metrics['train/peak_mem_gb']:.2f} GiB"
             )
         with self.clock.paused():  # evaluation and checkpoint time is not step time
-            metrics.update(self.run_tasks(due))
-            checkpoints.after_step(self, last)  # periodic, final, or asked for by a signal
+            metrics.update(self.run_hooks(due))
+            checkpoints.after_step(checkpoint, last)  # periodic, final, or asked for by a signal
         collector.step(self.step)
         return metrics

@@ -74,12 +74,20 @@ def server_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def resolve_mode(requested: str | None) -> tuple[str, str | None]:
-    """(mode, why it fell back to offline or None)."""
+def requested_mode(requested: str | None) -> str:
+    """logger.mode, else WANDB_MODE, else online; ConfigError unless it is one of MODES (or a wandb alias).
+
+    Checked by minigpt.validate before any side effect; `resolve_mode` then decides offline fallbacks."""
     mode = (requested or os.environ.get("WANDB_MODE") or "online").strip().lower()
     mode = _ALIASES.get(mode, mode)
     if mode not in MODES:
         raise ConfigError(f"W&B mode {mode!r} (logger.mode or WANDB_MODE) is not one of {'|'.join(MODES)}")
+    return mode
+
+
+def resolve_mode(requested: str | None) -> tuple[str, str | None]:
+    """(mode, why it fell back to offline or None)."""
+    mode = requested_mode(requested)
     if mode == "online":
         if not has_api_key():
             return "offline", "no W&B API key (set WANDB_API_KEY or run `wandb login`)"
@@ -171,14 +179,14 @@ class WandbLogger:
 
 
 def create_wandb_logger(cfg, run_dir, run_id: str | None = None, warn: Callable[[str], None] = print,
-                        forked_from: dict | None = None):
-    """A WandbLogger, or None when W&B is disabled, not installed, or this is not the rank-0 process.
+                        forked_from: dict | None = None, is_main: bool = True):
+    """A WandbLogger, or None when W&B is disabled, not installed, or this is not the rank-0 process (`is_main`).
 
     `run_id` continues that W&B run (a resume of this run's own checkpoint); `forked_from` (a start
     from another run's checkpoint) gets a new run whose config (`forked_from.*`) and notes name the
     source checkpoint, its step and its W&B run."""
     mode, why_offline = resolve_mode(cfg.logger.mode)
-    if mode == "disabled" or int(os.environ.get("RANK", "0")) != 0:
+    if mode == "disabled" or not is_main:
         return None
     try:
         import wandb

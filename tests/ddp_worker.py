@@ -8,6 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from minigpt import distributed
 from minigpt.checkpoint import checkpoint_path
 from minigpt.run_lock import RunDirBusy
 from minigpt.trainer import Trainer
@@ -15,6 +18,7 @@ from tests.conftest import tiny_config
 
 
 def main(out: Path, overrides: list[str]) -> None:
+    distributed.setup(torch.device("cpu"))  # the entrypoint's set-up step: join the gloo group once, for all runs
     # out/busy is locked by the test process: rank 0 cannot lock it and every rank stops (none waits forever)
     try:
         Trainer(tiny_config(*overrides), out / "busy").fit()
@@ -31,7 +35,7 @@ def main(out: Path, overrides: list[str]) -> None:
     zero.fit()
     parts = getattr(zero.optimizer, "parts", {"": zero.optimizer})  # optim=muon: AdamW and Muon, each sharded
     local = sum(len(part.optim.state) for part in parts.values())  # this rank's shard of the optimizer state
-    n_params = len(list(zero.raw_model.parameters()))
+    n_params = len(list(zero.model.parameters()))
     (out / f"rank{zero.dist.rank}.json").write_text(json.dumps({"local_state": local, "params": n_params}))
 
     # A new run started from the step-2 checkpoint written by 2 ranks (train.resume=<file>), under 2 ranks.

@@ -12,6 +12,7 @@ from minigpt.checkpoint import list_checkpoints, load_checkpoint
 from minigpt.errors import ConfigError
 from minigpt.eval.records import read_records, records_path
 from minigpt.trainer import Trainer
+from minigpt.validate import validate
 from tests.conftest import HELLASWAG_200, ROOT, read_metrics, tiny_config
 
 STEPS = 4
@@ -91,7 +92,7 @@ def test_rank_and_master_from_launcher_environment():
 @pytest.mark.parametrize("overrides,match", [(["train.zero_stage=2"], "zero_stage=2 is not supported")])
 def test_bad_distributed_settings_fail_fast(tmp_path, overrides, match):
     with pytest.raises(ConfigError, match=match):
-        Trainer(tiny_config(*overrides), tmp_path)
+        validate(tiny_config(*overrides))
 
 
 def test_two_ranks_with_muon_match_one_process_zero0_zero1_and_resume(tmp_path):

@@ -160,14 +160,14 @@ def test_text_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
     latin1.write_bytes("To be, or not to be: that is the question.\n".encode() * 50 + "Caf\u00e9\n".encode("latin-1"))
     offset = len("To be, or not to be: that is the question.\n".encode()) * 50 + 3
     with pytest.raises(ConfigError) as exc:
-        Trainer(tiny_config("data=text", f"data.path={latin1.parent}"), tmp_path / "run")
+        Trainer(tiny_config("data=text", f"data.path={latin1.parent}"), tmp_path / "run").prepare_data()
     assert str(exc.value) == (f"{latin1} is not UTF-8 text: byte 0xe9 at offset {offset} cannot be decoded; convert it "
                               "(e.g. iconv -f latin1 -t utf-8) or leave it out of data.path")
 
     rows = tmp_path / "rows.jsonl"
     rows.write_bytes(b'{"text": "fine"}\n{"text": "\xff\xfe broken"}\n')
     with pytest.raises(ConfigError, match=rf"{rows} is not UTF-8 text: byte 0xff at offset 27"):
-        Trainer(tiny_config("data=text", f"data.path={rows}"), tmp_path / "run2")
+        Trainer(tiny_config("data=text", f"data.path={rows}"), tmp_path / "run2").prepare_data()
 
 
 def test_a_shard_with_token_ids_outside_the_vocabulary_fails_at_open(tmp_path):
@@ -188,7 +188,7 @@ def test_a_shard_with_token_ids_outside_the_vocabulary_fails_at_open(tmp_path):
 SEGMENT = """
 import os, sys, time
 from pathlib import Path
-from minigpt.tasks import PeriodicTask
+from minigpt.hooks import StepHook
 from minigpt.trainer import Trainer
 from tests.conftest import tiny_config
 
@@ -206,7 +206,7 @@ def work(trainer):
 
 cfg = tiny_config(*overrides)
 start = time.time()
-Trainer(cfg, run_dir, extra_tasks=[PeriodicTask("kill", 1, kill), PeriodicTask("work", 1, work)]).fit()
+Trainer(cfg, run_dir, extra_hooks=[StepHook("kill", 1, kill), StepHook("work", 1, work)]).fit()
 """
 
 
@@ -223,11 +223,11 @@ def test_wall_time_adds_up_over_a_killed_and_a_resumed_segment(tmp_path):
     # a kill loses the time since the last checkpoint: here step 6, which metrics.jsonl timed before the kill
     lost = next(r["train/ms_per_step"] for r in read_metrics(run_dir) if r["step"] == 6) / 1000
 
-    from minigpt.tasks import PeriodicTask
+    from minigpt.hooks import StepHook
 
     cfg = tiny_config(*steps)
     t0 = time.time()
-    Trainer(cfg, run_dir, extra_tasks=[PeriodicTask("work", 1, lambda t: time.sleep(1.0) or {})]).fit()
+    Trainer(cfg, run_dir, extra_hooks=[StepHook("work", 1, lambda t: time.sleep(1.0) or {})]).fit()
     second = time.time() - t0
     summary = read_summary(run_dir)
     assert summary["segments"] == 2 and summary["status"] == "finished"

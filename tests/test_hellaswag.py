@@ -26,6 +26,7 @@ from minigpt.eval.hellaswag_data import HellaSwagUnavailable, load_hellaswag, re
 from minigpt.eval.scoring import score_continuations
 from minigpt.model import GPT
 from minigpt.trainer import Trainer
+from minigpt.validate import validate
 from tests.conftest import (
     FIXTURES,
     HELLASWAG_200,
@@ -334,4 +335,4 @@ def test_missing_data_offline_warns_once_and_training_completes(tmp_path, caplog
 )
 def test_bad_hellaswag_config_fails_before_training(tmp_path, override, match):
     with pytest.raises(ConfigError, match=match):
-        Trainer(tiny_config(*FAST, override), tmp_path)
+        validate(tiny_config(*FAST, override))

@@ -220,6 +220,6 @@ def test_training_can_start_from_hf_gpt2_weights(tmp_path):
     trainer = Trainer(tiny_config("arch=gpt2", f"train.init_from={tmp_path / 'hf'}"), tmp_path / "run")
     idx = torch.randint(0, 50257, (1, 16))
     with torch.no_grad():
-        assert (trainer.raw_model(idx)[0] - model(idx)[0]).abs().max() < 1e-5
+        assert (trainer.model(idx)[0] - model(idx)[0]).abs().max() < 1e-5
     with pytest.raises(ConfigError, match="add the overrides arch.pos_encoding=learned model.n_layer=2"):
         Trainer(tiny_config("arch=rope", "model.n_layer=3", f"train.init_from={tmp_path / 'hf'}"), tmp_path / "run2")

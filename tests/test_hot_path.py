@@ -70,7 +70,7 @@ def test_no_host_sync_between_log_steps_and_signals_still_checkpoint(tmp_path):
                       "train.batch_size=2", "train.total_batch_size=256", "train.gc_every=2", "optim.warmup_iters=2",
                       "eval=hellaswag", "eval.hellaswag.every=3", "eval.hellaswag.limit=4",
                       f"eval.hellaswag.path={HELLASWAG_200}")
-    trainer = Trainer(cfg, tmp_path)
+    trainer = Trainer(cfg, tmp_path).prepare_data().load_eval_data()  # the set-up steps, before the counters
     assert trainer.grad_accum == 2
     counter, per_step, gc_steps = HostSyncCounter(), {}, []
     step = trainer.train_step

@@ -39,19 +39,19 @@ def test_half_precision_follows_float32_closely_but_not_exactly(trajectories, dt
 
 
 def test_an_overflowing_fp16_step_leaves_the_weights_and_halves_the_scale(tmp_path):
-    trainer = Trainer(tiny_config(*RUN, "train.dtype=float16"), tmp_path)
+    trainer = Trainer(tiny_config(*RUN, "train.dtype=float16"), tmp_path).prepare_data()
     trainer.train_step()  # one normal step first: the optimizer has state, the scale is settled
     scale = trainer.scaler.get_scale()
-    before = {n: p.detach().clone() for n, p in trainer.raw_model.named_parameters()}
-    param = next(p for n, p in trainer.raw_model.named_parameters() if n.endswith("mlp.c_proj.weight"))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    param = next(p for n, p in trainer.model.named_parameters() if n.endswith("mlp.c_proj.weight"))
     hook = param.register_hook(lambda grad: torch.full_like(grad, float("inf")))
     trainer.train_step()
     hook.remove()
     assert trainer.scaler.get_scale() == scale / 2  # GradScaler's backoff factor
-    changed = [n for n, p in trainer.raw_model.named_parameters() if not torch.equal(p, before[n])]
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])]
     assert changed == []  # the whole step was skipped, not only the overflowing tensor
     trainer.train_step()  # and the next finite step updates again
-    assert any(not torch.equal(p, before[n]) for n, p in trainer.raw_model.named_parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
 
 
 def test_fp16_resumes_exactly_with_its_scaler_state(tmp_path, trajectories):
@@ -60,7 +60,7 @@ def test_fp16_resumes_exactly_with_its_scaler_state(tmp_path, trajectories):
     run_dir = tmp_path / "run"
     cfg = tiny_config(*RUN, "train.dtype=float16", "train.checkpoint_every=0")
     with pytest.raises(SystemExit):
-        Trainer(cfg, run_dir, extra_tasks=[signal_at(3, signal.SIGTERM)]).fit()
+        Trainer(cfg, run_dir, extra_hooks=[signal_at(3, signal.SIGTERM)]).fit()
     assert len(list_checkpoints(run_dir)) == 1 and max(losses(run_dir)) == 3
     Trainer(cfg, run_dir).fit()
     assert losses(run_dir) == trajectories["float16"]

@@ -124,8 +124,8 @@ def test_muon_resume_is_bit_exact_and_checkpoints_both_optimizers(tmp_path):
 
 def test_muon_gradient_accumulation_matches_one_big_batch(tmp_path):
     common = [*MUON, "arch=modern", "train.val_loss_every=0", "train.sequence_length=32"]
-    big = Trainer(tiny_config(*common, "train.batch_size=4"), tmp_path / "a")
-    accum = Trainer(tiny_config(*common, "train.batch_size=2", "train.total_batch_size=128"), tmp_path / "b")
+    big = Trainer(tiny_config(*common, "train.batch_size=4"), tmp_path / "a").prepare_data()
+    accum = Trainer(tiny_config(*common, "train.batch_size=2", "train.total_batch_size=128"), tmp_path / "b").prepare_data()
     assert accum.grad_accum == 2
     losses_big = [big.train_step().loss.item() for _ in range(3)]
     losses_acc = [accum.train_step().loss.item() for _ in range(3)]

@@ -16,7 +16,7 @@ import pytest
 
 from minigpt.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from minigpt.errors import ConfigError
-from minigpt.tasks import PeriodicTask
+from minigpt.hooks import StepHook
 from minigpt.trainer import Trainer
 from tests.conftest import ROOT, TINY, read_losses as losses, read_metrics, run_cli, tiny_config
 
@@ -25,7 +25,7 @@ RUN = ["optim.learning_rate=3e-3", "optim.warmup_iters=2", f"train.num_iteration
        "train.val_loss_every=4", "train.sample_every=0"]
 
 
-def signal_at(step: int, sig: int) -> PeriodicTask:
+def signal_at(step: int, sig: int) -> StepHook:
     """A task that sends `sig` to this process after `step` (the loop sees it at that step boundary)."""
 
     def send(trainer) -> dict:
@@ -33,7 +33,7 @@ def signal_at(step: int, sig: int) -> PeriodicTask:
             os.kill(os.getpid(), sig)
         return {}
 
-    return PeriodicTask(f"send-{sig}", 1, send)
+    return StepHook(f"send-{sig}", 1, send)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_signals_checkpoint_at_the_step_boundary_and_the_run_resumes_exactly(tmp
 
     # A plain run (no handler before ours): SIGUSR1 at 2 saves and goes on, SIGTERM at 5 saves and stops.
     with pytest.raises(SystemExit) as stop:
-        Trainer(cfg, run_dir, extra_tasks=[signal_at(2, signal.SIGUSR1), signal_at(5, signal.SIGTERM)]).fit()
+        Trainer(cfg, run_dir, extra_hooks=[signal_at(2, signal.SIGUSR1), signal_at(5, signal.SIGTERM)]).fit()
     assert stop.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is handler_before  # handlers restored after the loop
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(run_dir)] == [2, 3, 5]  # 3: periodic
@@ -70,7 +70,7 @@ def test_signals_checkpoint_at_the_step_boundary_and_the_run_resumes_exactly(tmp
     previous = signal.signal(signal.SIGUSR2, scheduler_handler)
     try:
         with pytest.raises(SystemExit) as stop:
-            Trainer(cfg, run_dir, extra_tasks=[signal_at(6, signal.SIGUSR2)]).fit()
+            Trainer(cfg, run_dir, extra_hooks=[signal_at(6, signal.SIGUSR2)]).fit()
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert stop.value.code == 128 + signal.SIGUSR2
@@ -100,7 +100,7 @@ def test_signals_checkpoint_at_the_step_boundary_and_the_run_resumes_exactly(tmp
 DRIVER = """
 import os, sys
 import torch
-from minigpt.tasks import PeriodicTask
+from minigpt.hooks import StepHook
 from minigpt.trainer import Trainer
 from tests.conftest import tiny_config
 
@@ -111,7 +111,7 @@ if mode == "between":  # SIGKILL after a step that is not a checkpoint
         if trainer.step == kill_step:
             os.kill(os.getpid(), 9)
         return {}
-    tasks = [PeriodicTask("kill", 1, kill)]
+    tasks = [StepHook("kill", 1, kill)]
 else:  # "mid-write": SIGKILL after torch.save wrote the temp file, before fsync and rename
     real_save, tasks = torch.save, []
     def dying_save(obj, f, *a, **k):
@@ -119,7 +119,7 @@ else:  # "mid-write": SIGKILL after torch.save wrote the temp file, before fsync
         if isinstance(obj, dict) and obj.get("step") == kill_step:
             os.kill(os.getpid(), 9)
     torch.save = dying_save
-Trainer(tiny_config(*overrides), run_dir, extra_tasks=tasks).fit()
+Trainer(tiny_config(*overrides), run_dir, extra_hooks=tasks).fit()
 """
 
 

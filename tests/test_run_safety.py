@@ -16,7 +16,7 @@ import torch
 
 from minigpt.checkpoint import list_checkpoints, load_checkpoint
 from minigpt.run_record import read_summary
-from minigpt.tasks import PeriodicTask
+from minigpt.hooks import StepHook
 from minigpt.trainer import Trainer
 from tests.conftest import ROOT, TINY, read_losses, read_metrics, run_cli, tiny_config
 
@@ -77,18 +77,18 @@ def poison(trainer: Trainer, steps: set[int]) -> None:
             return out[0], out[1] * float("nan")
         return out
 
-    trainer.raw_model.register_forward_hook(hook)
+    trainer.model.register_forward_hook(hook)
 
 
 def test_skip_nonfinite_drops_bad_steps_without_stepping_then_stops(tmp_path, caplog):
     snapshots = {}
 
     def snapshot(trainer):
-        snapshots[trainer.step] = trainer.raw_model.lm_head.weight.detach().clone()
+        snapshots[trainer.step] = trainer.model.lm_head.weight.detach().clone()
         return {}
 
     cfg = tiny_config(*QUIET, "train.num_iterations=6", "train.skip_nonfinite=2")
-    trainer = Trainer(cfg, tmp_path / "skip", extra_tasks=[PeriodicTask("snapshot", 1, snapshot)])
+    trainer = Trainer(cfg, tmp_path / "skip", extra_hooks=[StepHook("snapshot", 1, snapshot)])
     poison(trainer, {3, 5})
     with caplog.at_level(logging.WARNING, logger="minigpt"):
         trainer.fit()
@@ -127,7 +127,7 @@ def test_default_stop_saves_nothing_after_the_bad_step(tmp_path):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from minigpt.tasks import PeriodicTask
+from minigpt.hooks import StepHook
 from minigpt.trainer import Trainer
 from tests.conftest import tiny_config
 
@@ -142,7 +142,7 @@ def hold(trainer):  # after step 1: say so, then wait until the test has tried i
             time.sleep(0.1)
     return {}
 
-Trainer(tiny_config(*overrides), run_dir, extra_tasks=[PeriodicTask("hold", 1, hold)]).fit()
+Trainer(tiny_config(*overrides), run_dir, extra_hooks=[StepHook("hold", 1, hold)]).fit()
 """
 
 
@@ -242,7 +242,7 @@ def test_a_fork_starts_a_new_wandb_run_that_names_its_source(tmp_path, monkeypat
 
     fork_cfg = tiny_config(*QUIET, "train.num_iterations=5", "train.checkpoint_every=1", f"train.resume={source}")
     with pytest.raises(KeyboardInterrupt):
-        Trainer(fork_cfg, fork, extra_tasks=[PeriodicTask("stop", 1, stop_at_4)]).fit()
+        Trainer(fork_cfg, fork, extra_hooks=[StepHook("stop", 1, stop_at_4)]).fit()
     (first,) = fork.glob("wandb/offline-run-*")
     records = finished_run_records(first)
     fork_id = run_record(records).run_id

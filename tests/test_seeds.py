@@ -10,8 +10,8 @@ FAST = ["train.num_iterations=1", "train.val_loss_every=0", "train.sample_every=
 
 
 def _start(tmp_path, name, *overrides):
-    trainer = Trainer(tiny_config(*FAST, *overrides), tmp_path / name)
-    weights = [p.detach().clone() for p in trainer.raw_model.parameters()]
+    trainer = Trainer(tiny_config(*FAST, *overrides), tmp_path / name).prepare_data()
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
     x, _ = trainer.train_loader.next_batch()
     return weights, x
 

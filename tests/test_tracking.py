@@ -8,7 +8,7 @@ import pytest
 from minigpt.errors import ConfigError
 from minigpt.loggers import build_loggers
 from minigpt.run_record import read_summary
-from minigpt.tasks import PeriodicTask
+from minigpt.hooks import StepHook
 from minigpt.trainer import Trainer
 from minigpt.wandb_logger import resolve_mode
 from tests.conftest import compose_config, read_metrics, tiny_config
@@ -60,7 +60,7 @@ def test_offline_run_history_holds_the_logged_keys(tmp_path, wandb_offline):
 
     summary = read_summary(tmp_path)
     assert summary["status"] == "finished" and summary["step"] == 3 and summary["tokens"] == 3 * 4 * 64
-    assert summary["n_gpus"] == 0 and summary["params"] == trainer.raw_model.num_params()
+    assert summary["n_gpus"] == 0 and summary["params"] == trainer.model.num_params()
 
 
 def test_run_id_continues_the_same_wandb_run(tmp_path, wandb_offline):
@@ -87,7 +87,7 @@ def test_wandb_failing_mid_run_does_not_stop_training(tmp_path, wandb_offline):
         return {}
 
     cfg = tiny_config(*QUICK, "train.sample_every=0")
-    final = Trainer(cfg, tmp_path, extra_tasks=[PeriodicTask("kill_wandb", 1, kill_wandb)]).fit()
+    final = Trainer(cfg, tmp_path, extra_hooks=[StepHook("kill_wandb", 1, kill_wandb)]).fit()
     assert math.isfinite(final["val/loss"])
     assert [r["step"] for r in read_metrics(tmp_path) if "train/loss" in r] == [1, 2, 3]
     assert len(warnings) == 1 and "WandbLogger failed" in warnings[0] and "is finished" in warnings[0]
@@ -136,7 +136,7 @@ def test_failed_run_is_recorded_as_failed(tmp_path, wandb_offline):
 
     cfg = tiny_config(*QUICK, "train.val_loss_every=0", "train.sample_every=0")
     with pytest.raises(RuntimeError):
-        Trainer(cfg, tmp_path, extra_tasks=[PeriodicTask("crash", 2, crash)]).fit()
+        Trainer(cfg, tmp_path, extra_hooks=[StepHook("crash", 2, crash)]).fit()
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert summary["status"] == "failed" and summary["step"] == 2
     assert summary["error"] == "RuntimeError: out of memory (simulated)"

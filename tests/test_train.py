@@ -8,6 +8,7 @@ import torch
 from minigpt.checkpoint import list_checkpoints, load_checkpoint, load_model
 from minigpt.errors import ConfigError
 from minigpt.trainer import Trainer
+from minigpt.validate import validate
 from tests.conftest import ROOT, TINY, read_losses, read_metrics, run_cli, tiny_config
 
 FAST = ["optim.learning_rate=3e-3", "optim.warmup_iters=10", "train.sample_every=0"]
@@ -45,8 +46,8 @@ def test_overfit_single_batch_drives_loss_near_zero(tmp_path):
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     """total_batch_size = 2 micro-batches of 2 gives the same update as one micro-batch of 4."""
     common = ["train.num_iterations=3", "train.val_loss_every=0", "train.sample_every=0", "train.sequence_length=32"]
-    big = Trainer(tiny_config(*common, "train.batch_size=4"), tmp_path / "a")
-    accum = Trainer(tiny_config(*common, "train.batch_size=2", "train.total_batch_size=128"), tmp_path / "b")
+    big = Trainer(tiny_config(*common, "train.batch_size=4"), tmp_path / "a").prepare_data()
+    accum = Trainer(tiny_config(*common, "train.batch_size=2", "train.total_batch_size=128"), tmp_path / "b").prepare_data()
     assert accum.grad_accum == 2
     losses_big = [big.train_step().loss.item() for _ in range(3)]
     losses_acc = [accum.train_step().loss.item() for _ in range(3)]
@@ -78,8 +79,10 @@ def test_every_arch_trains_and_checkpoints(tmp_path, arch):
     ],
 )
 def test_bad_input_fails_before_compute(tmp_path, overrides, match):
-    with pytest.raises(ConfigError, match=match):
-        Trainer(tiny_config(*overrides), tmp_path)
+    with pytest.raises(ConfigError, match=match):  # as the entrypoint: validate, then build and open the data
+        cfg = tiny_config(*overrides)
+        validate(cfg)
+        Trainer(cfg, tmp_path).prepare_data()
     assert not (tmp_path / "metrics.jsonl").exists()
 
 

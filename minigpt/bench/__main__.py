@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt import distributed
     from minigpt.bench.throughput import check_reference_config, compare_reference, measure
     from minigpt.config import compose_typed
+    from minigpt.runtime import pick_device
     from minigpt.trainer import Trainer
+    from minigpt.validate import validate
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
@@ -61,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose_typed(["train.val_loss_every=0", "train.sample_every=0", *args.overrides])
         if args.reference:
             check_reference_config(cfg)  # before any compute
+        validate(cfg, distributed.detect().world_size)  # as the train entrypoint: before any side effect
+        dist, device = distributed.setup(pick_device(cfg.train.device))
         with tempfile.TemporaryDirectory() as run_dir:  # train_step writes nothing; the Trainer wants a dir
-            trainer = Trainer(cfg, run_dir)
+            trainer = Trainer(cfg, run_dir, dist=dist, device=device).prepare_data()
             desc = (f"{cfg.arch.name} {cfg.model.name} (L{cfg.model.n_layer} d{cfg.model.n_embd} T{trainer.seq_len}) | "
                     f"{trainer.device} x{trainer.dist.world_size} | {cfg.train.dtype.value}"
                     f"{' compile' if cfg.train.compile else ''} | B{cfg.train.batch_size} accum {trainer.grad_accum}")

@@ -57,7 +57,7 @@ def optimizer_step_ms(trainer, steps: int) -> float:
     import time
 
     x, y = trainer.batches.next()
-    trainer.raw_model(x, y)[1].backward()
+    trainer.model(x, y)[1].backward()
     t0 = time.perf_counter()
     for _ in range(steps):
         trainer.optimizer.step()
@@ -82,16 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     from minigpt.bench.throughput import time_steps
     from minigpt.config import compose_typed
     from minigpt.trainer import Trainer
+    from minigpt.validate import validate
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     base = ["arch=modern", "train.device=cpu", "train.val_loss_every=0", "train.sample_every=0"]
     with tempfile.TemporaryDirectory() as tmp:  # bad overrides: one error: line (cli_errors)
-        trainers = {name: Trainer(compose_typed([*base, *extra, *args.overrides]), f"{tmp}/{name}")
-                    for name, extra in VARIANTS.items()}
+        configs = {name: compose_typed([*base, *extra, *args.overrides]) for name, extra in VARIANTS.items()}
+        for cfg in configs.values():
+            validate(cfg)
+        trainers = {name: Trainer(cfg, f"{tmp}/{name}").prepare_data() for name, cfg in configs.items()}
     first = next(iter(trainers.values()))
     cfg = first.cfg
-    print(f"model: {cfg.arch.name} {cfg.model.name} ({first.raw_model.num_params() / 1e6:.2f}M params, "
-          f"{sum(p.numel() for p in first.raw_model.h.parameters() if p.dim() == 2) / 1e6:.2f}M in block matrices) | "
+    print(f"model: {cfg.arch.name} {cfg.model.name} ({first.model.num_params() / 1e6:.2f}M params, "
+          f"{sum(p.numel() for p in first.model.h.parameters() if p.dim() == 2) / 1e6:.2f}M in block matrices) | "
           f"{first.device}, {torch.get_num_threads()} threads | {first.tokens_per_step:,} tokens/step | "
           f"{args.rounds} rounds x {args.steps} steps, median")
     step_ms = {name: [] for name in trainers}

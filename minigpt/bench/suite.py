@@ -64,8 +64,11 @@ def random_shards(folder: Path, tokens: int = 2**21, vocab: int = 50257) -> list
 def _trainer(overrides: list[str], run_dir: str):
     from minigpt.config import compose_typed
     from minigpt.trainer import Trainer
+    from minigpt.validate import validate
 
-    return Trainer(compose_typed([*DEFAULTS, *random_shards(Path(run_dir) / "shards"), *overrides]), run_dir)
+    cfg = compose_typed([*DEFAULTS, *random_shards(Path(run_dir) / "shards"), *overrides])
+    validate(cfg)
+    return Trainer(cfg, run_dir).prepare_data()
 
 
 def largest_batch(overrides: list[str], candidates: list[int], run_dir: str, reference: bool = False) -> int | None:
@@ -100,7 +103,7 @@ def flash_ok(trainer) -> bool | None:
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    attn = trainer.raw_model.h[0].attn
+    attn = trainer.model.h[0].attn
     B, T = 1, trainer.seq_len
     q = torch.randn(B, attn.n_head, T, attn.head_dim, device=trainer.device, dtype=torch.bfloat16)
     kv = torch.randn(B, attn.n_kv_head, T, attn.head_dim, device=trainer.device, dtype=torch.bfloat16)
@@ -130,7 +133,7 @@ def bench_arch(arch: str, overrides: list[str], args, run_dir: str) -> tuple[dic
     from minigpt.memory import estimate_memory
     from minigpt.perf import peak_memory_gb
 
-    row = {"arch": arch, "params_M": trainer.raw_model.num_params() / 1e6, "batch_size": batch,
+    row = {"arch": arch, "params_M": trainer.model.num_params() / 1e6, "batch_size": batch,
            "seq_len": trainer.seq_len, "tokens_per_s": r["tokens_per_s_per_device"], "mfu": r["mfu"],
            "ms_per_step": r["ms_per_step"], "peak_mem_gb": peak_memory_gb(trainer.device),
            "estimate_gb": estimate_memory(trainer.cfg).peak / 2**30,
@@ -163,14 +166,14 @@ def hellaswag_rate(trainer, examples: list[dict], batch_size: int, rounds: int =
     """Examples/s of the batched HellaSwag evaluator (llmc protocol) with the trainer's model, best of rounds."""
     from minigpt.eval.hellaswag import score_hellaswag
 
-    model, dtype = trainer.raw_model.eval(), trainer.cfg.train.dtype.value
+    model, dtype = trainer.model.eval(), trainer.cfg.train.dtype.value
     score = lambda ex: score_hellaswag(model, ex, "llmc", batch_size=batch_size, device=trainer.device,  # noqa: E731
                                        dtype=dtype, encode=word_ids)
     score(examples[: min(8, len(examples))])  # warm-up (tokenizer, kernels)
     times = []
     for _ in range(rounds):
         times.append(time_steps(lambda: score(examples), 1, trainer.device))
-    trainer.raw_model.train()
+    trainer.model.train()
     return len(examples) / min(times)
 
 

@@ -61,9 +61,9 @@ def build_reference(trainer) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     cfg = trainer.cfg
     check_reference_config(cfg)
     m = cfg.model
-    model = ReferenceGPT(m.n_layer, m.n_embd, m.n_head, m.block_size, trainer.raw_model.padded_vocab_size)
+    model = ReferenceGPT(m.n_layer, m.n_embd, m.n_head, m.block_size, trainer.model.padded_vocab_size)
     model = model.to(trainer.device)
-    if sum(p.numel() for p in model.parameters()) != trainer.raw_model.num_params():
+    if sum(p.numel() for p in model.parameters()) != trainer.model.num_params():
         raise ConfigError("reference and our model differ in size; the comparison would be unfair")
     optimizer = model.configure_optimizer(cfg.optim.learning_rate, cfg.optim.weight_decay,
                                           (cfg.optim.beta1, cfg.optim.beta2), fused=trainer.device.type == "cuda")

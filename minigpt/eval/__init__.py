@@ -1,6 +1,6 @@
 """Evaluations: HellaSwag (two protocols) on minigpt models, in training and standalone.
 
-Importing this package registers the `hellaswag` factory in `minigpt.tasks.EVAL_TASKS` (see task.py).
+In training they run as step hooks chosen by `eval=` from the `EVALS` table in training.py.
 """
 
 from minigpt.eval.hellaswag import (  # noqa: F401
@@ -11,4 +11,3 @@ from minigpt.eval.hellaswag import (  # noqa: F401
     score_hellaswag,
 )
 from minigpt.eval.hellaswag_data import HellaSwagUnavailable, load_hellaswag  # noqa: F401
-from minigpt.eval import task  # noqa: F401,E402 - registers EVAL_TASKS["hellaswag"]

@@ -52,12 +52,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     from minigpt.checkpoint import load_model
     from minigpt.eval.hellaswag_data import load_hellaswag
     from minigpt.eval.records import records_path, write_records
-    from minigpt.eval.task import check_hellaswag_config, run_protocols
+    from minigpt.eval.training import run_protocols
+    from minigpt.validate import check_hellaswag
     from minigpt.runtime import pick_device
 
     cfg = compose_eval_config(argv[1:])
     hc = cfg.eval.hellaswag
-    check_hellaswag_config(hc)
+    check_hellaswag(hc)
     device = pick_device(cfg.train.device)
     model, ckpt = load_model(argv[0], map_location="cpu")  # a checkpoint, a run dir or an HF GPT-2 folder
     model.to(device)

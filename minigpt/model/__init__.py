@@ -1,5 +1,5 @@
 """The GPT model with switchable components."""
 
-from minigpt.model.gpt import GPT, padded_vocab_size, validate_model_config
+from minigpt.model.gpt import GPT, padded_vocab_size
 
-__all__ = ["GPT", "padded_vocab_size", "validate_model_config"]
+__all__ = ["GPT", "padded_vocab_size"]

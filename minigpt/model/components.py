@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minigpt.config import ArchConfig, MLPKind, ModelConfig, Norm, PosEncoding
+from minigpt.config import ArchConfig, MLPKind, ModelConfig, Norm, PosEncoding, resolve_kv_heads  # noqa: F401 - re-exported
 
 
 def make_norm(arch: ArchConfig, dim: int) -> nn.Module:
@@ -112,13 +112,6 @@ class RotaryEmbedding(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
         return (x.float() * cos + rotated.float() * sin).to(x.dtype)
-
-
-def resolve_kv_heads(arch: ArchConfig, model: ModelConfig) -> int:
-    """Number of key/value heads: explicit `n_kv_head`, else n_head / q_per_kv."""
-    if arch.n_kv_head is not None:
-        return arch.n_kv_head
-    return model.n_head // max(arch.q_per_kv, 1)
 
 
 class CausalSelfAttention(nn.Module):

@@ -20,9 +20,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from minigpt.config import register_configs
+from minigpt.config import Config, register_configs
 from minigpt.errors import ConfigError
-from minigpt.rundir import register_resolvers
+from minigpt.run_identity import register_resolvers
 
 TRAIN_ENTRYPOINT = Path(__file__).resolve().parents[1] / "train.py"
 MAX_JOBS = 1000
@@ -106,7 +106,7 @@ def compose_command(overrides: list[str], *, multirun: bool = False, config_name
     config_name = config_name or "config"
     overrides = list(overrides)
     register_configs()  # the schema (base_config) and the run-dir resolvers the configs name, said here, not
-    register_resolvers()  # left to an import's side effect (both idempotent)
+    register_resolvers(Config)  # left to an import's side effect (both idempotent)
     hydra = Hydra.create_main_hydra2(task_name=detect_task_name(str(TRAIN_ENTRYPOINT), None), config_search_path=search_path)
     saved_hydra_config = HydraConfig.instance().cfg  # _job_dir sets it; leave it as it was (a caller's run)
     try:

@@ -157,7 +157,7 @@ def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float =
     `device` and `ranks` default to what the cluster preset asks for (`local`: this machine, one rank).
     """
     from minigpt.model import GPT
-    from minigpt.trainer import validate_train_config
+    from minigpt.validate import validate_train_config
 
     cl, tc = cfg.cluster, cfg.train
     local = cl.name == "local"

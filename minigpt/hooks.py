@@ -1,7 +1,9 @@
-"""Periodic tasks run by the trainer between steps (validation, samples, evaluations).
+"""Step hooks: what the trainer runs between optimizer steps (validation, samples, evaluations).
 
-`EVAL_TASKS` maps `cfg.eval.name` to a factory returning extra tasks, so an evaluation is added by
-registering a factory here, never by editing the training loop.
+A `StepHook` is the loop's one extension point: the trainer keeps a list of them (its own val and
+sample hooks, the ones the `eval=` choice brings, minigpt/eval/training.py, and any a caller passes),
+so a feature is added as a hook, never as a branch in the training loop. ("Task" is left to
+lm-evaluation-harness's own meaning, minigpt/hf/lm_eval_task.py.)
 """
 
 from __future__ import annotations
@@ -9,14 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from minigpt.errors import ConfigError
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # for the annotation only; never imported at run time (no trainer <-> hooks circle)
     from minigpt.trainer import Trainer
 
 
 @dataclass
-class PeriodicTask:
+class StepHook:
     """Runs every `every` steps (if > 0) and after the last step; returns metrics to log.
 
     With `at_start` (and `every` > 0) it also runs at step 0 of a fresh run, before the first
@@ -33,16 +33,3 @@ class PeriodicTask:
         if step == 0:
             return self.at_start and self.every > 0
         return last or (self.every > 0 and step % self.every == 0)
-
-
-# cfg.eval.name -> factory(cfg) -> list of PeriodicTask
-EVAL_TASKS: dict[str, Callable] = {"none": lambda cfg: []}
-
-
-def build_eval_tasks(cfg) -> list[PeriodicTask]:
-    import minigpt.eval  # noqa: F401 - registers the evaluation factories (imported here: no import cycle)
-
-    name = cfg.eval.name
-    if name not in EVAL_TASKS:
-        raise ConfigError(f"unknown eval={name!r}: choose one of {sorted(EVAL_TASKS)}")
-    return EVAL_TASKS[name](cfg)

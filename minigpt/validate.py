@@ -1,0 +1,194 @@
+"""Validate once, before any side effect: every value check of a training config, in one place.
+
+`validate(cfg, world_size)` runs right after Hydra composes the config, before the run directory, the
+token cache, the process group or the network is touched (lingua's `validate_train_args`, and
+torchtitan's `Config.__post_init__`: a config that cannot train fails at the door, never halfway
+through set-up). Every problem is one `ConfigError` line saying what is wrong and how to fix it.
+Types and misspelt keys are Hydra's job (the typed schema in minigpt/config.py); this module checks
+values and the relations between them: shapes the model cannot build, batches that do not divide,
+choices a table does not hold (`eval=`, `logger=`, protocols, W&B modes, devices, resume modes).
+
+A few checks also run where a part is built outside training: `check_model` in `GPT.__init__`
+(HF import, forecasts on the meta device), `check_hellaswag` in `python -m minigpt.eval`, and
+`check_slurm_account` at SLURM submission (minigpt/slurm.py), the one moment it matters.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from minigpt.config import ArchConfig, Config, ModelConfig, PosEncoding, resolve_kv_heads
+from minigpt.errors import ConfigError
+from minigpt.loggers import LOGGERS
+
+ZERO_STAGES = (0, 1)
+RESUME_MODES = ("auto", "never")  # or a checkpoint file / run directory
+# train.device: auto, or a torch device string (cpu, mps, cuda, cuda:<index>)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# The numeric metrics every run logs at each log step (train.objective may name them); train/mfu too
+# when the device's peak FLOP/s is known.
+TRAIN_METRICS = ("train/loss", "train/lr", "train/grad_norm", "train/tokens", "train/ms_per_step",
+                 "train/tokens_per_s", "train/peak_mem_gb")
+
+
+def validate(cfg: Config, world_size: int = 1) -> None:
+    """Raise ConfigError (one line) for the first value of `cfg` that cannot train on `world_size` ranks."""
+    check_model(cfg.arch, cfg.model)
+    validate_train_config(cfg, world_size)
+    check_device(cfg.train.device)
+    check_resume(cfg.train.resume)
+    check_logger(cfg)
+    check_eval(cfg)
+    check_objective(cfg)
+
+
+def check_model(arch: ArchConfig, model: ModelConfig) -> None:
+    """Shapes that cannot build."""
+    for key in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size"):
+        if getattr(model, key) <= 0:
+            raise ConfigError(f"model.{key}={getattr(model, key)} must be positive")
+    if model.n_embd % model.n_head:
+        raise ConfigError(
+            f"model.n_head={model.n_head} does not divide model.n_embd={model.n_embd}: "
+            f"pick a head count that divides the width (e.g. model.n_head={_divisor_near(model.n_embd, model.n_head)})"
+        )
+    if arch.n_kv_head is None and (arch.q_per_kv <= 0 or model.n_head % arch.q_per_kv):
+        raise ConfigError(
+            f"arch.q_per_kv={arch.q_per_kv} does not divide model.n_head={model.n_head}: "
+            "set arch.q_per_kv to a divisor of the head count, or set arch.n_kv_head"
+        )
+    n_kv = resolve_kv_heads(arch, model)
+    if n_kv <= 0 or model.n_head % n_kv:
+        raise ConfigError(
+            f"arch.n_kv_head={n_kv} does not divide model.n_head={model.n_head}: "
+            "use a key/value head count that divides the head count"
+        )
+    if arch.logit_softcap is not None and not arch.logit_softcap > 0:
+        raise ConfigError(f"arch.logit_softcap={arch.logit_softcap} must be positive (e.g. 15), or null to switch it off")
+    if arch.pos_encoding == PosEncoding.rope and (model.n_embd // model.n_head) % 2:
+        raise ConfigError(f"RoPE needs an even head dimension, got {model.n_embd // model.n_head}: change model.n_head")
+
+
+def _divisor_near(n: int, k: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - k))
+
+
+def validate_train_config(cfg: Config, world_size: int = 1) -> int:
+    """Check the run's shape (also for forecasts); returns the gradient-accumulation steps per rank."""
+    check_model(cfg.arch, cfg.model)
+    tc = cfg.train
+    seq_len = tc.sequence_length or cfg.model.block_size
+    if seq_len > cfg.model.block_size:
+        raise ConfigError(
+            f"train.sequence_length={seq_len} is longer than the model context model.block_size={cfg.model.block_size}: "
+            "lower the sequence length or raise the block size"
+        )
+    if tc.num_iterations <= 0 or tc.batch_size <= 0:
+        raise ConfigError("train.num_iterations and train.batch_size must be positive")
+    check_zero_stage(tc.zero_stage)
+    micro_tokens = tc.batch_size * seq_len * world_size  # one micro-batch on every rank
+    total = tc.total_batch_size or micro_tokens
+    if total % micro_tokens:
+        raise ConfigError(
+            f"train.total_batch_size={total} is not a multiple of batch_size * sequence_length * ranks = {micro_tokens}: "
+            f"use a multiple such as {micro_tokens * max(1, round(total / micro_tokens))}"
+        )
+    return grad_accum_steps(cfg, world_size)
+
+
+def grad_accum_steps(cfg: Config, world_size: int = 1) -> int:
+    """Micro-batches per rank per optimizer step (of a config validate_train_config accepts)."""
+    tc = cfg.train
+    micro_tokens = tc.batch_size * (tc.sequence_length or cfg.model.block_size) * world_size
+    return (tc.total_batch_size or micro_tokens) // micro_tokens
+
+
+def check_zero_stage(stage: int) -> None:
+    if stage not in ZERO_STAGES:
+        raise ConfigError(
+            f"train.zero_stage={stage} is not supported: use 0 (plain DDP) or 1 (optimizer state sharded across ranks)"
+        )
+
+
+def check_device(device: str) -> None:
+    """A device string, and one this machine has (train.device=cuda without CUDA fails here)."""
+    if not DEVICE_PATTERN.fullmatch(str(device)):
+        raise ConfigError(f"train.device={device} is not a device: use auto, cpu, cuda, cuda:<index> or mps")
+    from minigpt.runtime import pick_device
+
+    pick_device(device)
+
+
+def check_resume(resume: str) -> None:
+    """auto | never | a checkpoint file or run directory. Whether a path exists is resume's to judge: a
+    requeued fork continues from its own checkpoints even if the one it started from is gone."""
+    if not str(resume or "").strip():
+        raise ConfigError(f"train.resume is empty: use {' or '.join(RESUME_MODES)}, or a checkpoint file or run dir")
+
+
+def check_logger(cfg: Config) -> None:
+    name = cfg.logger.name
+    if name not in LOGGERS:
+        raise ConfigError(f"unknown logger={name!r}: choose one of {sorted(LOGGERS)}")
+    if name == "wandb":
+        from minigpt.wandb_logger import requested_mode
+
+        requested_mode(cfg.logger.mode)  # logger.mode, else WANDB_MODE: one of online | offline | disabled
+
+
+def check_eval(cfg: Config) -> None:
+    from minigpt.eval.training import EVALS
+
+    name = cfg.eval.name
+    if name not in EVALS:
+        raise ConfigError(f"unknown eval={name!r}: choose one of {sorted(EVALS)}")
+    if name == "hellaswag":
+        check_hellaswag(cfg.eval.hellaswag)
+
+
+def check_hellaswag(hc) -> None:
+    from minigpt.eval.hellaswag import get_protocol
+
+    for name in hc.protocols:
+        get_protocol(name)
+    if not hc.protocols:
+        raise ConfigError("eval.hellaswag.protocols is empty: use [llmc,harness] or one of them")
+    if hc.batch_size <= 0:
+        raise ConfigError(f"eval.hellaswag.batch_size={hc.batch_size} must be positive")
+    if hc.limit is not None and hc.limit <= 0:
+        raise ConfigError(f"eval.hellaswag.limit={hc.limit} must be positive (or null for all examples)")
+    if hc.every < 0:
+        raise ConfigError(f"eval.hellaswag.every={hc.every} must be >= 0 (0: only after the last step)")
+    if hc.path and not Path(hc.path).is_file():
+        raise ConfigError(f"eval.hellaswag.path={hc.path} does not exist: point it at hellaswag_val.jsonl")
+
+
+def check_slurm_account(cluster) -> None:
+    if cluster.account_required and not cluster.account:
+        raise ConfigError(
+            f"cluster={cluster.name} needs a SLURM account: add cluster.account=<account> "
+            "(on TAMU HPRC, `myproject` lists your project accounts)"
+        )
+
+
+def final_metrics(cfg: Config, with_mfu: bool) -> list[str]:
+    """The numeric metrics a run of `cfg` returns: every step's train/ ones, val/loss and its evals' results."""
+    from minigpt.eval.training import EVALS
+
+    names = [*TRAIN_METRICS, *(["train/mfu"] if with_mfu else []), "val/loss", *EVALS[cfg.eval.name].metrics(cfg)]
+    return sorted(names)
+
+
+def check_objective(cfg: Config) -> None:
+    """train.objective (what a search sweeper minimises) must be one of the numeric metrics the run logs."""
+    objective = cfg.train.objective
+    if objective is None:
+        return
+    from minigpt.perf import device_name, peak_flops
+    from minigpt.runtime import pick_device
+
+    tc = cfg.train
+    metrics = final_metrics(cfg, peak_flops(device_name(pick_device(tc.device)), tc.dtype.value, tc.peak_flops) is not None)
+    if objective not in metrics:
+        raise ConfigError(f"train.objective={objective} is not a metric this run logs: choose one of {', '.join(metrics)}")
