@@ -1,6 +1,7 @@
 """The training hot path: no host syncs between log steps, signals still checkpoint, GC on schedule, MFU peaks."""
 
 import gc
+import itertools
 import os
 import signal
 
@@ -101,7 +102,10 @@ def test_no_host_sync_between_log_steps_and_signals_still_checkpoint(tmp_path):
     assert sorted(r["step"] for r in read_metrics(tmp_path) if "hellaswag/llmc/acc" in r) == [3, 6, 7]
     assert all(records_path(tmp_path, s).is_file() for s in (3, 6, 7))
 
-    # automatic GC off; one collection at start-up (then the survivors are frozen), then every 2 steps
+    # automatic GC off; one collection at start-up (then the survivors are frozen), then every 2 steps.
+    # Python's own collections before the schedule starts (fit's start-up: the memory estimate builds a
+    # model on the meta device) are not the loop's, so they are dropped.
+    gc_steps = list(itertools.dropwhile(lambda g: g[0] == 0 and g[1], gc_steps))
     assert gc_steps[:4] == [(0, False, False), (2, False, True), (4, False, True), (6, False, True)]
     assert all(enabled for _, enabled, _ in gc_steps[4:])  # later ones: Python's own, after the loop
     assert gc.isenabled() and gc.get_freeze_count() == 0  # restored after the run

@@ -78,7 +78,8 @@ def largest_batch(overrides: list[str], candidates: list[int], run_dir: str, ref
         if reference:
             model, opt = build_reference(trainer)
             x, y = trainer.batches.next()
-            ok = _fits(lambda: reference_step(model, opt, [(x, y)], trainer.autocast), trainer.device)
+            autocast = trainer.autocast
+            ok = _fits(lambda: reference_step(model, opt, [(x, y)], autocast), trainer.device)
             del model, opt, x, y
         else:
             ok = _fits(trainer.train_step, trainer.device)
