@@ -1,6 +1,6 @@
 """The training loop: gradient accumulation, mixed precision, clipping, step hooks, checkpoints.
 
-A run goes build -> validate -> set up -> fit, each step its own call (minigpt/train.py makes them):
+A run goes validate -> set up -> build -> prepare -> fit, each step its own call (minigpt/train.py makes them):
 `validate(cfg, world_size)` (minigpt/validate.py) checks every value before any side effect;
 `distributed.setup()` joins the process group; `Trainer(cfg, run_dir)` builds the model, optimizer and
 hooks and writes, reads and downloads nothing, so benches and tests can build one cheaply;
