@@ -72,6 +72,17 @@ class GPT2Converter(Converter):
         return {k: v.detach().contiguous().clone() for k, v in sd.items()}
 
 
+def _llama_fields(model, mlp_hidden: int, hidden_act: str) -> dict:
+    """LlamaConfig's fields, which ArceeConfig (Llama with a plain MLP) shares."""
+    return dict(
+        _rope_config(model, mlp_hidden, hidden_act),
+        head_dim=_shapes(model)[2],
+        rms_norm_eps=model.arch.norm_eps,
+        attention_bias=model.arch.bias,
+        mlp_bias=model.arch.bias,
+    )
+
+
 @dataclass(frozen=True)
 class LlamaConverter(Converter):
     """RoPE + RMSNorm + SwiGLU (+/- GQA, +/- biases via attention_bias/mlp_bias): LlamaForCausalLM."""
@@ -79,14 +90,7 @@ class LlamaConverter(Converter):
     def hf_config(self, model):
         from transformers import LlamaConfig
 
-        n_head, n_kv, hd = _shapes(model)
-        return LlamaConfig(
-            **_rope_config(model, swiglu_hidden_size(model.model_config.n_embd), "silu"),
-            head_dim=hd,
-            rms_norm_eps=model.arch.norm_eps,
-            attention_bias=model.arch.bias,
-            mlp_bias=model.arch.bias,
-        )
+        return LlamaConfig(**_llama_fields(model, swiglu_hidden_size(model.model_config.n_embd), "silu"))
 
     def state_dict(self, model):
         return _llama_layout(model, SWIGLU_NAMES, norm_bias=False)
@@ -99,14 +103,7 @@ class ArceeConverter(Converter):
     def hf_config(self, model):
         from transformers import ArceeConfig
 
-        n_head, n_kv, hd = _shapes(model)
-        return ArceeConfig(
-            **_rope_config(model, 4 * model.model_config.n_embd, HF_ACTIVATION[model.arch.mlp]),
-            head_dim=hd,
-            rms_norm_eps=model.arch.norm_eps,
-            attention_bias=model.arch.bias,
-            mlp_bias=model.arch.bias,
-        )
+        return ArceeConfig(**_llama_fields(model, 4 * model.model_config.n_embd, HF_ACTIVATION[model.arch.mlp]))
 
     def state_dict(self, model):
         return _llama_layout(model, {"c_fc": "up_proj", "c_proj": "down_proj"}, norm_bias=False)
