@@ -6,7 +6,7 @@ lightning-hydra-template's `task_wrapper`: the handling lives in one place, so e
 message to its first line, prints it as `error: ...` on stderr and exits with status 2, and a bug (any
 other exception) still shows its traceback. `python -m minigpt.train` is a Hydra app: its config is
 validated in a Hydra callback before the run directory exists (minigpt/train.py's `ValidateConfig`, which
-prints the same line through `one_line` and `user_errors`), and a failure later in the run goes through
+runs the check through `@cli_errors` too), and a failure later in the run goes through
 minigpt/multirun.py's `handle_failure`, which prints the same line.
 """
 

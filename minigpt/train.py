@@ -68,17 +68,21 @@ class ValidateConfig(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         from minigpt import distributed
-        from minigpt.cli import one_line, user_errors
+        from minigpt.cli import cli_errors
         from minigpt.validate import validate
 
         job = copy.deepcopy(config)  # what main() receives: the config without Hydra's node (as Hydra's run_job)
         with read_write(job), open_dict(job):
             del job["hydra"]
-        try:
+
+        @cli_errors  # the same boundary as every other command: one `error:` line, status 2
+        def check() -> int:
             validate(to_config(job), distributed.detect().world_size)
-        except user_errors() as exc:
-            print(f"error: {one_line(exc)}", file=sys.stderr)
-            sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
+            return 0
+
+        status = check()
+        if status:
+            sys.exit(status)  # not an exception: Hydra turns a callback's exceptions into warnings
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
