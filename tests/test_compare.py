@@ -267,7 +267,7 @@ def test_no_difference_gives_a_bound_and_seeds_needed(tmp_path, capsys):
     hs = {v["metric"]: v for v in markdown_tables(printed)[2]}["HellaSwag harness acc_norm"]
     assert hs["verdict"].startswith("no detectable difference (|Δ| < ") and hs["verdict"].endswith(" at 95%)")
     assert hs["seeds needed"] == "> 1000"  # 1 point is below what 300 shared examples can resolve
-    assert "to detect a difference of 0.01" in printed
+    assert "to detect a difference of 0.01 at alpha 0.05/m (m: the tested comparisons of the metric" in printed
 
 
 def test_mismatched_example_sets_are_refused_in_one_line(tmp_path, capsys):
@@ -307,6 +307,10 @@ def test_groups_that_cannot_be_compared_get_separate_tables(tmp_path, capsys):
     assert tiny_verdicts[0]["test"] == "Welch t, 2 vs 2 seeds"
     assert big_verdicts[0]["verdict"] == "no verdict" and big_verdicts[0]["test"].startswith("single seed (n=1 vs 1)")
     assert big_verdicts[0]["seeds needed"] == "? (need >= 2 seeds per group)"
+    big_hs = big_verdicts[1]  # HellaSwag with one seed per group: refused like val loss, seed noise unmeasured
+    assert big_hs["metric"] == "HellaSwag harness acc_norm" and big_hs["verdict"] == "no verdict"
+    assert big_hs["test"].startswith("single seed (n=1 vs 1): no verdict on HellaSwag")
+    assert big_hs["seeds needed"] == "? (need >= 2 seeds per group)"
 
 
 def test_bad_baseline_is_one_line(tmp_path, capsys):

@@ -198,8 +198,10 @@ def build_report(runs: list[Run], source: str, baseline: str | None = None,
             lines += [f"### Verdicts vs {table.baseline.label}", "", verdict_table(verdicts), "",
                       f"p (Holm): p-values Holm-corrected over the tested comparisons of each metric in this table "
                       f"(up to {n_tests}); `better`/`worse` when below {stats.ALPHA}. The 95% CI is per comparison. "
-                      f"Seeds needed: seeds per group for {stats.POWER:.0%} power at alpha {stats.ALPHA} to detect "
-                      + (f"a difference of {effect}" if effect else "the observed difference") + ".", ""]
+                      f"Seeds needed: seeds per group for {stats.POWER:.0%} power to detect "
+                      + (f"a difference of {effect}" if effect else "the observed difference")
+                      + f" at alpha {stats.ALPHA}/m (m: the tested comparisons of the metric, Holm's strictest step), "
+                      "taking the observed variance as the true one.", ""]
             lines += [f"Refused: {w}" for w in table_warnings] + ([""] if table_warnings else [])
     return "\n".join(lines), tables, all_verdicts, protocols, warnings
 

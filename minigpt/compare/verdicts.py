@@ -119,10 +119,16 @@ def _verdict_text(metric: str, diff: stats.Difference, p_holm: float) -> str:
     return f"no detectable difference (|Δ| < {bound:.4f} at 95%)"
 
 
-def _seeds_text(effect: float, diff: stats.Difference) -> str:
-    n = stats.seeds_needed(effect, diff)
+def seeds_alpha(n_tested: int) -> float:
+    """The alpha "seeds needed" is sized at: Holm's first (strictest) step over the family's tested
+    comparisons, so that power holds whatever the other rows' p-values turn out to be."""
+    return stats.ALPHA / max(n_tested, 1)
+
+
+def _seeds_text(effect: float, diff: stats.Difference, alpha: float) -> str:
+    n = stats.seeds_needed(effect, diff, alpha)
     if n is None:
-        return "? (1 seed: spread unknown)" if diff.per_seed_var is None else "-"
+        return "-"
     return f"> {stats.MAX_SEEDS}" if n > stats.MAX_SEEDS else str(n)
 
 
@@ -153,7 +159,7 @@ def table_verdicts(table: Table, protocols: list[str], effect: float | None = No
             v.p_holm = p
             v.verdict = _verdict_text(metric, v.diff, p)
             if p >= stats.ALPHA:
-                v.seeds = _seeds_text(effect if effect else v.diff.delta, v.diff)
+                v.seeds = _seeds_text(effect if effect else v.diff.delta, v.diff, seeds_alpha(len(tested)))
         for v in found:
             if v.diff is None:
                 v.verdict = "no verdict"
