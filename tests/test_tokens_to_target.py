@@ -48,7 +48,52 @@ def test_efficiency_ratio_and_its_interval():
     assert same.low <= 1.0 <= same.high
     assert math.isnan(efficiency_ratio(noisy_base, arm[:1]).low)  # one seed: no interval
     assert str(Ratio(1.5, 1.2, 1.9)) == "1.50x [1.20, 1.90]" and str(Ratio(1.5, math.nan, math.nan)) == "1.50x"
+    # "never reached" (coded 0) is shown as such, never as a ratio of 0.00
+    assert str(Ratio(1.2, 0.0, 1.43)) == "1.20x [not reached, 1.43]"
+    assert str(Ratio(0.0, 0.0, 0.0)) == "not reached [not reached, not reached]"
+    assert str(Ratio(0.0, math.nan, math.nan)) == "not reached"
     assert efficiency_ratio(base, [[]]) is None
+
+
+def _seeded_curves(rng, n_seeds, gain):
+    """Val curves of two arms over the same seeds: a seed moves both arms' losses the same way (shared init
+    and data order), far more than the arms differ, so only pairing sees the arm's gain clearly."""
+    base, arm = [], []
+    for _ in range(n_seeds):
+        shift = rng.normal(0, 0.3)
+        base.append([(t, 8.0 - t / 1000 + shift) for t in (1000, 2000, 3000, 4000)])
+        arm.append([(t, 8.0 - t / 1000 * gain + shift + rng.normal(0, 0.01)) for t in (1000, 2000, 3000, 4000)])
+    return base, arm
+
+
+def test_paired_seeds_are_resampled_together():
+    import numpy as np
+
+    base, arm = _seeded_curves(np.random.default_rng(0), 6, gain=1.25)
+    together = efficiency_ratio(base, arm, paired=True, n_resamples=1000)
+    apart = efficiency_ratio(base, arm, n_resamples=1000)
+    assert together.ratio == apart.ratio  # the point estimate is the mean curves' either way
+    assert together.low > 1.0  # the shared seed noise cancels: the gain is resolved
+    assert together.high - together.low < (apart.high - apart.low) / 2
+    with pytest.raises(ValueError, match="paired curves"):
+        efficiency_ratio(base, arm[:-1], paired=True)
+    # a seed with no curve on one side drops out on both, keeping the pairs aligned
+    assert efficiency_ratio(base, arm[:-1] + [[]], paired=True, n_resamples=200).ratio == pytest.approx(
+        efficiency_ratio(base[:-1], arm[:-1], paired=True, n_resamples=200).ratio)
+
+
+@pytest.mark.parametrize("n_seeds", [2, 50])
+@pytest.mark.parametrize("noise", [0.0, 1e-9, 10.0])
+def test_efficiency_ratio_never_gives_nan_at_the_extremes(n_seeds, noise):
+    import numpy as np
+
+    rng = np.random.default_rng(n_seeds)
+    base = [[(t, 8.0 - t / 1000 + noise * rng.normal()) for t in (1000, 2000, 4000)] for _ in range(n_seeds)]
+    arm = [[(t, 8.0 - t / 500 + noise * rng.normal()) for t in (1000, 2000, 4000)] for _ in range(n_seeds)]
+    for paired in (False, True):
+        r = efficiency_ratio(base, arm, paired=paired, n_resamples=200)
+        assert all(math.isfinite(x) and x >= 0 for x in (r.ratio, r.low, r.high)) and r.low <= r.high
+        assert "nan" not in str(r)
 
 
 def _run_dir(path, arm: str, seed: int, val: list[tuple[int, float]], tokens_per_step: int = 1000):
@@ -56,7 +101,7 @@ def _run_dir(path, arm: str, seed: int, val: list[tuple[int, float]], tokens_per
     import json
 
     (path / ".hydra").mkdir(parents=True)
-    (path / ".hydra" / "config.yaml").write_text(f"arch:\n  name: {arm}\ntrain:\n  num_iterations: 100\n")
+    (path / ".hydra" / "config.yaml").write_text(f"arch:\n  name: {arm}\ntrain:\n  num_iterations: 100\n  seed: {seed}\n")
     (path / ".hydra" / "overrides.yaml").write_text(f"- recipe={arm}\n- train.seed={seed}\n")
     rows = [{"step": s, "train/loss": 5.0, "train/tokens": s * tokens_per_step} for s in range(1, 101)]
     rows += [{"step": s, "val/loss": v} for s, v in val]
@@ -89,13 +134,13 @@ def test_compare_reports_tokens_to_the_baselines_loss_per_run_and_per_group(tmp_
     assert base["val loss (mean ± 95% CI)"].startswith("3.1000 ± ")
     base_curves = [[(50e3, 4.0), (100e3, f)] for f in (3.0, 3.2, 3.1)]
     fast_curves = [[(30e3, 3.3), (c * 1e3, 3.1), (100e3, 2.5)] for c in (50, 60, 40)]
-    expected = efficiency_ratio(base_curves, fast_curves)
+    expected = efficiency_ratio(base_curves, fast_curves, paired=True)  # both ran seeds 1-3: resampled together
     assert groups["arch=fast"]["tokens ratio vs baseline [95% CI]"] == str(expected) and expected.ratio > 1.5
     # the seeds' mean curve has the evaluations all seeds share, (30K, 3.3) and (100K, 2.5): it crosses 3.1 at 47.5K
     assert groups["arch=fast"]["tokens to target"] == "47.50K" and expected.ratio == pytest.approx(100 / 47.5)
     assert base["tokens ratio vs baseline [95% CI]"] == "1.00x"
     slow = groups["arch=slow"]
-    assert (slow["tokens to target"], slow["tokens ratio vs baseline [95% CI]"]) == ("not reached", "0.00x")
+    assert (slow["tokens to target"], slow["tokens ratio vs baseline [95% CI]"]) == ("not reached", "not reached")
     assert str(expected) in (tmp_path / "report" / "report.md").read_text()
     # another baseline: the target moves to that group's final loss
     assert compare_main([str(tmp_path), "--out", str(tmp_path / "r2"), "--baseline", "arch=slow"]) == 0

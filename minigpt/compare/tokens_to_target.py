@@ -19,6 +19,7 @@ from typing import Sequence
 
 from minigpt.compare.groups import Group, Table
 from minigpt.compare.local_runs import Run
+from minigpt.compare.verdicts import by_seed, seeds_match
 from minigpt.units import si
 
 Curve = Sequence[tuple[float, float]]  # (tokens seen, val loss), in any order
@@ -65,14 +66,18 @@ class Ratio:
     """Baseline tokens / arm tokens to reach the baseline's final loss, with a confidence interval."""
 
     ratio: float  # 0: the arm never reaches the target
-    low: float  # nan when there are too few seeds for an interval
+    low: float  # nan when there are too few seeds for an interval; 0: the arm never reaches it at that end
     high: float
     confidence: float = 0.95
 
     def __str__(self) -> str:
+        def end(x: float) -> str:  # a ratio of 0 codes "never reached": say so, it is not a ratio near 0
+            return f"{x:.2f}" if x > 0 else "not reached"
+
+        point = end(self.ratio) + ("x" if self.ratio > 0 else "")
         if math.isnan(self.low):
-            return f"{self.ratio:.2f}x"
-        return f"{self.ratio:.2f}x [{self.low:.2f}, {self.high:.2f}]"
+            return point
+        return f"{point} [{end(self.low)}, {end(self.high)}]"
 
 
 def _ratio(baseline_curves: Sequence[Curve], arm_curves: Sequence[Curve]) -> float:
@@ -86,14 +91,21 @@ def _ratio(baseline_curves: Sequence[Curve], arm_curves: Sequence[Curve]) -> flo
 
 
 def efficiency_ratio(baseline_curves: Sequence[Curve], arm_curves: Sequence[Curve], confidence: float = 0.95,
-                     n_resamples: int = 4000, seed: int = 0) -> Ratio | None:
+                     n_resamples: int = 4000, seed: int = 0, paired: bool = False) -> Ratio | None:
     """How many times fewer tokens the arm's mean curve needs than the baseline's to reach the baseline's
     final loss; the interval is a percentile bootstrap over seeds (scipy.stats.bootstrap), resampling
     the runs of both groups, so the baseline's own seed noise (which moves the target) counts too.
-    None if either group has no validation curve."""
+    `paired`: the i-th curves of both groups share a seed (same init and data order), and a resample
+    draws seeds, keeping each seed's two runs together, as the paired t-test of val loss does.
+    None if either group has no validation curve; with `paired`, the lists must match one to one."""
     import numpy as np
     from scipy.stats import bootstrap
 
+    if paired:  # drop a seed whose run has no curve on either side, keeping the pairs aligned
+        if len(baseline_curves) != len(arm_curves):
+            raise ValueError(f"paired curves: {len(baseline_curves)} baseline vs {len(arm_curves)} arm runs")
+        kept = [(b, a) for b, a in zip(baseline_curves, arm_curves) if b and a]
+        baseline_curves, arm_curves = [b for b, _ in kept], [a for _, a in kept]
     baseline_curves = [c for c in baseline_curves if c]
     arm_curves = [c for c in arm_curves if c]
     if not baseline_curves or not arm_curves:
@@ -107,7 +119,7 @@ def efficiency_ratio(baseline_curves: Sequence[Curve], arm_curves: Sequence[Curv
 
     indices = (np.arange(len(baseline_curves)), np.arange(len(arm_curves)))
     with np.errstate(all="ignore"):
-        result = bootstrap(indices, resampled, vectorized=False, paired=False, method="percentile",
+        result = bootstrap(indices, resampled, vectorized=False, paired=paired, method="percentile",
                            confidence_level=confidence, n_resamples=n_resamples, rng=np.random.default_rng(seed))
     low, high = result.confidence_interval
     return Ratio(ratio, float(low), float(high), confidence)
@@ -143,7 +155,9 @@ def group_ratio(group: Group, table: Table) -> str:
         return "-"
     if group is table.baseline:  # 1 by definition; resampling it against itself would only show the target's noise
         return "1.00x" if table_target(table) is not None else "-"
-    ratio = efficiency_ratio([val_curve(r) for r in table.baseline.runs], [val_curve(r) for r in group.runs])
+    paired = seeds_match(group.runs, table.baseline.runs)
+    base_runs, runs = (by_seed(table.baseline.runs), by_seed(group.runs)) if paired else (table.baseline.runs, group.runs)
+    ratio = efficiency_ratio([val_curve(r) for r in base_runs], [val_curve(r) for r in runs], paired=paired)
     return str(ratio) if ratio is not None and not math.isnan(ratio.ratio) else "-"
 
 
@@ -166,5 +180,6 @@ def note(table: Table) -> str | None:
         return None
     return (f"tokens to target: tokens the group's mean val-loss curve (over its seeds) needed to reach the final "
             f"val loss of the baseline group {table.baseline.label!r}, {target:.4f}, interpolated between evaluations; "
-            "tokens ratio: baseline tokens / group tokens (>1: fewer tokens than the baseline, 0.00x: never reached), "
-            "95% CI: percentile bootstrap over the seeds of both groups.")
+            "tokens ratio: baseline tokens / group tokens (>1: fewer tokens than the baseline), 95% CI: percentile "
+            "bootstrap over seeds, drawing each seed's two runs together when both groups ran the same seeds "
+            "(else each group's seeds apart); `not reached` as the CI's low end: over 2.5% of the resamples never got there.")

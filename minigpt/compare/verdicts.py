@@ -60,13 +60,13 @@ def _seed_key(run: Run):
     return run.seed if run.seed is not None else run.name
 
 
-def _paired(a: list[Run], b: list[Run]) -> bool:
+def seeds_match(a: list[Run], b: list[Run]) -> bool:
     """Same seeds on both sides (each once): the difference can be taken seed by seed."""
     sa, sb = [_seed_key(r) for r in a], [_seed_key(r) for r in b]
     return len(set(sa)) == len(sa) and len(set(sb)) == len(sb) and set(sa) == set(sb)
 
 
-def _by_seed(runs: list[Run]) -> list[Run]:
+def by_seed(runs: list[Run]) -> list[Run]:
     return sorted(runs, key=lambda r: str(_seed_key(r)))
 
 
@@ -99,9 +99,9 @@ def _correctness(runs: list[Run], protocol: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _hellaswag_vs(group: Group, base: Group, protocol: str) -> stats.Difference | str:
-    paired = _paired(group.runs, base.runs)
-    runs_g = _by_seed(group.runs) if paired else group.runs
-    runs_b = _by_seed(base.runs) if paired else base.runs
+    paired = seeds_match(group.runs, base.runs)
+    runs_g = by_seed(group.runs) if paired else group.runs
+    runs_b = by_seed(base.runs) if paired else base.runs
     if not runs_g or not runs_b:
         return "no finished runs"
     both = _correctness(runs_b + runs_g, protocol)
