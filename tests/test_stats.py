@@ -295,3 +295,13 @@ def test_hellaswag_false_positive_rate_on_simulated_nulls_is_near_alpha():
     print(f"null false-positive rate {hits / total:.3f} [{ci.low:.3f}, {ci.high:.3f}] over {total}, cells {cells}")
     assert 0.02 < hits / total < 0.07 and ci.low < stats.ALPHA, (hits, total, ci)
     assert max(cells) <= 6  # no design with its own rate far above alpha (6/40: its 95% CI still reaches 5%)
+
+
+@pytest.mark.parametrize("n", [2, 1000])
+@pytest.mark.parametrize("scale", [0.0, 1e-12, 1e9])
+def test_group_summary_stays_finite_at_the_extremes(n, scale):
+    x = 3.0 + scale * np.random.default_rng(n).normal(size=n)
+    s = stats.summarize(x)
+    assert s.n == n and all(math.isfinite(v) for v in (s.mean, s.std, s.lo, s.hi)) and s.lo <= s.mean <= s.hi
+    if scale == 0.0:  # identical runs: no spread, the interval is the point
+        assert (s.std, s.lo, s.hi) == (0.0, 3.0, 3.0)
