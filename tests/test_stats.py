@@ -181,9 +181,17 @@ def _anova_mean_squares(d: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(table.loc[k, "mean_sq"]) for k in ("C(seed)", "C(ex)", "Residual"))
 
 
-def _check_paired_against_anova(cand, base, expected_terms):
+def _crossed_rule(ms_seed, ms_ex, ms_res, S, N):
+    """The variance the paired test should use, as (term, df): the seed part MS_seed / (S N) in full, the
+    example part (MS_ex - MS_res) / (S N) only when above 0."""
+    seed = [(ms_seed / (S * N), S - 1)]
+    example = [(ms_ex / (S * N), N - 1), (-ms_res / (S * N), (S - 1) * (N - 1))]
+    return seed + example if ms_ex > ms_res else seed
+
+
+def _check_paired_against_anova(cand, base, expected_terms=_crossed_rule):
     """The CI and p of the paired HellaSwag test are scipy's t with the variance the terms add up to and
-    Satterthwaite's df of exactly those terms."""
+    Satterthwaite's df of exactly those terms, from statsmodels' mean squares."""
     d = stats.hellaswag_difference(cand, base, paired_seeds=True)
     S, N = cand.shape
     terms = expected_terms(*_anova_mean_squares(cand.astype(float) - base), S, N)
@@ -192,43 +200,55 @@ def _check_paired_against_anova(cand, base, expected_terms):
     se = math.sqrt(var)
     assert d.p == pytest.approx(2 * sps.t.sf(abs(d.delta) / se, df), rel=1e-6)
     assert (d.hi - d.lo) / 2 == pytest.approx(sps.t.ppf(0.975, df) * se, rel=1e-6)
+    assert d.per_seed_var / S + d.fixed_var == pytest.approx(var)  # seeds needed starts from the variance used
     return d, df
 
 
-def test_paired_hellaswag_variance_and_df_are_the_unclipped_anova_estimate():
-    rng = np.random.default_rng(3)
-    base, cand = simulate(rng, seeds=4, shift=0.1, n_examples=80, seed_sd=0.3)
-    sw = lambda ms, me, mr, S, N: [(ms / (S * N), S - 1), (me / (S * N), N - 1), (-mr / (S * N), (S - 1) * (N - 1))]
-    d, df = _check_paired_against_anova(cand, base, sw)
-    assert 3 <= df <= 79 and d.lo < d.delta < d.hi
+def _find(rng, wanted, **kw):
+    """A simulated paired comparison whose mean squares (seed, example, residual) satisfy `wanted`."""
+    for _ in range(200):
+        base, cand = simulate(rng, **kw)
+        ms = _anova_mean_squares(cand.astype(float) - base)
+        if wanted(*ms):
+            return base, cand, ms
+    raise AssertionError("no such sample")
 
 
-def test_a_seed_part_estimated_below_0_is_kept_not_clipped():
-    """No seed-to-seed differences in the paired difference: MS_seed < MS_res, the seed component comes
-    out negative; the unbiased estimate keeps it (clipping it and taking N - 1 df was liberal)."""
-    rng = np.random.default_rng(4)
-    for _ in range(20):
-        base, cand = simulate(rng, seeds=3, n_examples=60, seed_sd=0.0)
-        ms_seed, _, ms_res = _anova_mean_squares(cand.astype(float) - base)
-        if ms_seed < ms_res:
-            break
-    assert ms_seed < ms_res
-    sw = lambda ms, me, mr, S, N: [(ms / (S * N), S - 1), (me / (S * N), N - 1), (-mr / (S * N), (S - 1) * (N - 1))]
-    _, df = _check_paired_against_anova(cand, base, sw)
-    assert df < 59  # less than the examples' N - 1: the seed part's 2 df still count
+def test_paired_hellaswag_variance_when_both_parts_are_measured():
+    base, cand, _ = _find(np.random.default_rng(3), lambda ms, me, mr: me > mr and ms > mr,
+                          seeds=4, shift=0.3, n_examples=80, seed_sd=0.3)
+    d, df = _check_paired_against_anova(cand, base)
+    assert 3 < df < 79 and d.lo < d.delta < d.hi and d.fixed_var > 0
 
 
-def test_when_both_components_come_out_below_0_the_residual_alone_is_used_with_its_df():
-    # seed 1 answers the even examples right where seed 2 answers the odd ones: all interaction, no
-    # seed or example effect; one extra example both get right moves the mean off 0
+def test_an_example_part_estimated_below_0_is_dropped_and_the_df_is_the_seeds():
+    """Issue 27: when the example part clips, the variance is MS_seed / (S N) and the df must be S - 1."""
+    base, cand, _ = _find(np.random.default_rng(4), lambda ms, me, mr: me < mr, seeds=4, n_examples=60, seed_sd=0.3)
+    d, df = _check_paired_against_anova(cand, base)
+    assert df == pytest.approx(3) and d.fixed_var == 0
+
+
+def test_a_seed_part_estimated_below_the_residual_is_kept_in_full():
+    """No seed-to-seed spread beyond the answers' own noise (MS_seed < MS_res): the seed part is still
+    counted, MS_seed / (S N) being the variance of the mean of the runs (dropping it, the N - 1 df of the
+    examples alone, was liberal with few seeds)."""
+    base, cand, (ms, me, mr) = _find(np.random.default_rng(5), lambda ms, me, mr: ms < mr < me,
+                                     seeds=3, shift=0.3, n_examples=60, seed_sd=0.0)
+    d, df = _check_paired_against_anova(cand, base)
+    assert 2 < df < 59 and d.per_seed_var == pytest.approx(ms / 60)
+
+
+def test_when_every_run_has_the_same_accuracy_the_examples_mean_square_stands_in():
+    # seed 1 answers the even examples right where seed 2 answers the odd ones: no seed part, and the
+    # example part comes out below 0; one extra example both get right moves the mean off 0
     n = 200
     cand = np.array([np.arange(n + 1) % 2 == 0, np.arange(n + 1) % 2 == 1])
     cand[:, n] = True
     base = np.zeros_like(cand)
     base[0, 1:n:2], base[1, 0:n:2] = True, True
     ms_seed, ms_ex, ms_res = _anova_mean_squares(cand.astype(float) - base)
-    assert ms_seed + ms_ex <= ms_res
-    d, df = _check_paired_against_anova(cand, base, lambda ms, me, mr, S, N: [(mr / (S * N), (S - 1) * (N - 1))])
+    assert ms_seed == pytest.approx(0, abs=1e-12) and ms_ex < ms_res
+    d, df = _check_paired_against_anova(cand, base, lambda ms, me, mr, S, N: [(me / (S * N), N - 1)])
     assert df == pytest.approx(n)
 
 

@@ -136,21 +136,24 @@ def _satterthwaite(terms: list[tuple[float, float]]) -> float:
     return num / den if den > 0 else math.inf
 
 
-def _paired_terms(ms_seed: float, ms_exa: float, ms_res: float, S: int, N: int) -> list[tuple[float, float]]:
-    """The variance of the mean paired difference as (term, df) pairs that add up to it, so that
-    Satterthwaite's df is that of the variance used.
+def _crossed_terms(seed_terms: list[tuple[float, float]], ex_terms: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The estimate's variance as (term, df) pairs that add up to it, for Satterthwaite's df of exactly
+    the variance used: the seed part in full, the example part only where it came out above 0.
 
-    The mean squares estimate MS_seed = N var_seed + var_res, MS_ex = S var_ex + var_res and
-    MS_res = var_res; the mean's variance var_seed / S + var_ex / N + var_res / (S N) is estimated
-    without bias by (MS_seed + MS_ex - MS_res) / (S N). Its components are not clipped at 0 one by one:
-    with 2-4 seeds, a seed part estimated at 0 is often a real one (clipping it and taking N - 1 df
-    called `better`/`worse` 10-19% of the time on simulated nulls at alpha 0.05, 2 seeds x 2,000-10,042
-    examples), and keeping a component only when it came out large biased the variance up. Only when
-    the whole estimate is not positive (both components below 0) is the residual used alone."""
-    terms = [(ms_seed / (S * N), S - 1), (ms_exa / (S * N), N - 1), (-ms_res / (S * N), (S - 1) * (N - 1))]
-    if sum(v for v, _ in terms) > 0:
-        return terms
-    return [(ms_res / (S * N), (S - 1) * (N - 1))]
+    The seed part is each group's MS_seed / (S N) = var_seed / S + var_res / (S N), the variance of the
+    mean of its runs' accuracies: unbiased, with S - 1 df, never clipped (with 2-4 seeds a seed part
+    estimated at 0 is often a real one; dropping it called `better`/`worse` 10-19% of the time on
+    simulated nulls at alpha 0.05, 2 seeds x 2,000-10,042 examples). The example part, var_ex / N, is
+    what the examples' mean squares hold beyond the residual that the seed part already counts:
+    (MS_ex - MS_res) / (S N), from many df; below 0 (no example effect measured) it is dropped, and
+    the df is then the seeds' alone, S - 1. Subtracting the residual from the few-df seed part
+    instead would add the same variance with a Satterthwaite df near 1. Where the seed part is 0 too
+    (every run the same accuracy) the examples' mean square, not less the residual, stands in."""
+    if sum(v for v, _ in ex_terms) > 0:
+        return seed_terms + ex_terms
+    if sum(v for v, _ in seed_terms) > 0:
+        return seed_terms
+    return seed_terms + [(v, df) for v, df in ex_terms if v > 0]
 
 
 def hellaswag_difference(candidate: np.ndarray, baseline: np.ndarray, paired_seeds: bool) -> Difference | str:
@@ -185,26 +188,23 @@ def hellaswag_difference(candidate: np.ndarray, baseline: np.ndarray, paired_see
     if paired_seeds:
         S = c.shape[0]
         ms_seed, ms_ex, ms_res = _mean_squares(c - b)
-        terms = _paired_terms(ms_seed, ms_ex, ms_res, S, N)
-        var, df = sum(v for v, _ in terms), _satterthwaite(terms)
-        per_seed, fixed = max(ms_seed, ms_res) / N, max(ms_ex - ms_res, 0.0) / (S * N)
+        seed_terms = [(ms_seed / (S * N), S - 1)]
+        terms = _crossed_terms(seed_terms, [(ms_ex / (S * N), N - 1), (-ms_res / (S * N), (S - 1) * (N - 1))])
+        per_seed = ms_seed / N
         test = f"paired seeds x examples t, {S} seeds x {N} examples"
     else:
-        var, terms, per_seed, res_share = 0.0, [], 0.0, 0.0
+        seed_terms, ex_terms, per_seed = [], [], 0.0
         for x in (c, b):
             S = x.shape[0]
             ms_seed, _, ms_res = _mean_squares(x)
-            if ms_seed > ms_res:  # the seed component of this group, clipped at 0
-                var += (ms_seed - ms_res) / (S * N)
-                terms += [(ms_seed / (S * N), S - 1), (-ms_res / (S * N), (S - 1) * (N - 1))]
-            per_seed += max(ms_seed, ms_res) / N
-            res_share += ms_res / S
-        ex_var = float(np.var(c.mean(axis=0) - b.mean(axis=0), ddof=1))
-        var += ex_var / N
-        terms.append((ex_var / N, N - 1))
-        df = _satterthwaite(terms)
-        fixed = max(ex_var - res_share, 0.0) / N
+            seed_terms.append((ms_seed / (S * N), S - 1))
+            ex_terms.append((-ms_res / (S * N), (S - 1) * (N - 1)))  # already in the seed part
+            per_seed += ms_seed / N
+        ex_var = float(np.var(c.mean(axis=0) - b.mean(axis=0), ddof=1))  # per-example difference of means
+        terms = _crossed_terms(seed_terms, [(ex_var / N, N - 1), *ex_terms])
         test = f"seeds x examples t, {c.shape[0]} vs {b.shape[0]} seeds x {N} examples"
+    var, df = sum(v for v, _ in terms), _satterthwaite(terms)
+    fixed = sum(v for v, _ in terms[len(seed_terms):])  # the example part, if kept: more seeds do not shrink it
     if var <= 0:
         return "every run gave the same answer on every example: nothing to test"
     lo, hi, p = _ci_and_p(delta, var, df)
