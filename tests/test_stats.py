@@ -325,3 +325,20 @@ def test_group_summary_stays_finite_at_the_extremes(n, scale):
     assert s.n == n and all(math.isfinite(v) for v in (s.mean, s.std, s.lo, s.hi)) and s.lo <= s.mean <= s.hi
     if scale == 0.0:  # identical runs: no spread, the interval is the point
         assert (s.std, s.lo, s.hi) == (0.0, 3.0, 3.0)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_without_an_example_part_the_test_is_scipys_t_test_of_the_runs_accuracies(paired):
+    """Example part clipped: what is left is the variance of the runs' mean accuracies, so the test is
+    exactly scipy's paired t (same seeds) or Welch t (other seeds) on the per-run accuracies."""
+    rng = np.random.default_rng(6)
+    for _ in range(200):
+        base, cand = simulate(rng, seeds=3, base_seeds=None if paired else 5, n_examples=200, seed_sd=0.3)
+        d = stats.hellaswag_difference(cand, base, paired_seeds=paired)
+        if d.fixed_var == 0:
+            break
+    assert d.fixed_var == 0
+    a, b = cand.mean(axis=1), base.mean(axis=1)
+    ref = sps.ttest_rel(a, b) if paired else sps.ttest_ind(a, b, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert (d.p, d.lo, d.hi) == pytest.approx((ref.pvalue, ci.low, ci.high), rel=1e-9)

@@ -204,7 +204,7 @@ def hellaswag_difference(candidate: np.ndarray, baseline: np.ndarray, paired_see
         terms = _crossed_terms(seed_terms, [(ex_var / N, N - 1), *ex_terms])
         test = f"seeds x examples t, {c.shape[0]} vs {b.shape[0]} seeds x {N} examples"
     var, df = sum(v for v, _ in terms), _satterthwaite(terms)
-    fixed = sum(v for v, _ in terms[len(seed_terms):])  # the example part, if kept: more seeds do not shrink it
+    fixed = float(sum(v for v, _ in terms[len(seed_terms):]))  # the example part, if kept: more seeds do not shrink it
     if var <= 0:
         return "every run gave the same answer on every example: nothing to test"
     lo, hi, p = _ci_and_p(delta, var, df)
