@@ -142,7 +142,7 @@ def _crossed_terms(seed_terms: list[tuple[float, float]], ex_terms: list[tuple[f
 
     The seed part is each group's MS_seed / (S N) = var_seed / S + var_res / (S N), the variance of the
     mean of its runs' accuracies: unbiased, with S - 1 df, never clipped (with 2-4 seeds a seed part
-    estimated at 0 is often a real one; dropping it called `better`/`worse` 10-19% of the time on
+    estimated at 0 is often a real one; dropping it called `better`/`worse` up to 19% of the time on
     simulated nulls at alpha 0.05, 2 seeds x 2,000-10,042 examples). The example part, var_ex / N, is
     what the examples' mean squares hold beyond the residual that the seed part already counts:
     (MS_ex - MS_res) / (S N), from many df; below 0 (no example effect measured) it is dropped, and
