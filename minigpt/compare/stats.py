@@ -69,7 +69,7 @@ class Difference:
 
     The variance of the estimate with n seeds per group is `per_seed_var / n + fixed_var`: the seed
     part shrinks with more seeds, the fixed part (examples shared by every run) does not. That is
-    what `seeds_needed` extrapolates; `df_of(n)` gives the test's degrees of freedom at n seeds.
+    what `seeds_needed` extrapolates, at n - 1 degrees of freedom (paired) or 2n - 2 (Welch).
     """
 
     delta: float
@@ -80,9 +80,6 @@ class Difference:
     paired: bool  # seeds paired: n seeds give n - 1 degrees of freedom, not 2n - 2
     per_seed_var: float  # the variance of the estimate with one seed per group, less fixed_var
     fixed_var: float = 0.0
-
-    def df_of(self, n: int) -> int:
-        return n - 1 if self.paired else 2 * n - 2
 
 
 def _ci_and_p(delta: float, var: float, df: float) -> tuple[float, float, float]:
