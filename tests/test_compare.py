@@ -322,3 +322,23 @@ def test_bad_baseline_is_one_line(tmp_path, capsys):
     assert err == ["error: --baseline arch=gpt3: no group has arch=gpt3 (found: gpt2)",
                    "error: --baseline colour=red: no run's config has colour; pass a config key, e.g. arch=gpt2",
                    "error: --baseline 'arch': expected KEY=VALUE, e.g. --baseline arch=gpt2"]
+
+
+def test_seeds_needed_is_sized_at_the_alpha_of_the_holm_family(tmp_path, capsys):
+    """Three arms against one baseline: Holm's strictest step is 0.05 / 3, and "seeds needed" is the count
+    for 80% power at that alpha (larger than at 0.05), the issue-27 paired values as the baseline."""
+    from minigpt.compare import stats
+
+    base = {1: 6.67, 2: 6.7388, 3: 6.6377, 4: 6.6847}
+    cand = {1: 6.5481, 2: 6.7121, 3: 6.6214, 4: 6.61}
+    correct = [True, False] * 20
+    for i, seed in enumerate(base):
+        _arm_run(tmp_path / "s" / f"{i}_gpt2_s{seed}", "gpt2", seed, base[seed], correct)
+        for j, arch in enumerate(("rope", "rope_gqa", "swiglu")):
+            _arm_run(tmp_path / "s" / f"{4 + 3 * i + j}_{arch}_s{seed}", arch, seed, cand[seed] + 0.001 * j, correct)
+    assert compare_main([str(tmp_path / "s"), "--baseline", "arch=gpt2", "--out", str(tmp_path / "r")]) == 0
+    rows = [v for v in markdown_tables(capsys.readouterr().out)[2] if v["metric"] == "val loss"]
+    assert len(rows) == 3 and all(v["verdict"].startswith("no detectable difference") for v in rows)
+    d = stats.val_loss_difference(cand, base)
+    at_holm = stats.seeds_needed(d.delta, d, stats.ALPHA / 3)
+    assert rows[0]["seeds needed"] == str(at_holm) and at_holm > stats.seeds_needed(d.delta, d) == 8
