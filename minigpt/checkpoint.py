@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from minigpt.atomic import atomic_write
-from minigpt.errors import ConfigError, write_failure
+from minigpt.errors import ConfigError, refusal_reason, write_failure
 
 CKPT_GLOB = "ckpt_*.pt"
 
@@ -57,9 +57,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # a whole archive holding objects weights_only refuses to build
-        first = str(exc).strip().splitlines()[0][:100]
-        reason = f"not a minigpt checkpoint (it holds objects safe loading refuses: {first})"
-        raise CheckpointUnreadable(path, reason) from exc
+        raise CheckpointUnreadable(path, f"not a minigpt checkpoint ({refusal_reason(exc)})") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0][:80] if str(exc).strip() else type(exc).__name__
         raise CheckpointUnreadable(path, f"a damaged checkpoint ({first})") from exc

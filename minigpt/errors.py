@@ -40,3 +40,13 @@ def write_failure(what: str, path, exc: BaseException) -> RunFailure | None:
     fix = "free space (or quota) there" if cause.errno in (errno.ENOSPC, errno.EDQUOT) else "check that path"
     return RunFailure(f"could not write {what} {path}: {reason}; {fix}, then rerun the same command "
                       "(it resumes from the last checkpoint)")
+
+
+def refusal_reason(exc: BaseException) -> str:
+    """Why safe loading (weights_only=True) refused a file, in a few words. torch's message leads with advice
+    to retry with weights_only=False, which runs whatever the file holds: a security refusal never passes
+    that on, so only the line naming the refused object is kept (whole, never cut mid-word)."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    named = [line for line in lines if "weights_only" not in line and not line.startswith("Check the documentation")]
+    what = named[0].split(". ")[0].rstrip(".") if named else "objects other than tensors and plain values"
+    return f"it holds objects safe loading refuses: {what}; minigpt never unpickles arbitrary objects"

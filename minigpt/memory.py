@@ -150,32 +150,65 @@ def optimizer_state_bytes(model: torch.nn.Module, kind: OptimizerKind, world_siz
     return total
 
 
-def estimate_step_memory(model: torch.nn.Module, arch: ArchConfig, model_cfg: ModelConfig, *, batch_size: int,
-                         seq_len: int, dtype: str, world_size: int = 1, zero_stage: int = 0, grad_accum: int = 1,
-                         optimizer: OptimizerKind = OptimizerKind.adamw) -> MemoryEstimate:
-    """Peak bytes on one device while training `model` (built on the meta device is enough) at this micro-batch."""
-    half = dtype in ("bfloat16", "float16")
+@dataclass
+class ModelMemory:
+    """What a step holds whatever its micro-batch: counted once per model (walking a deep model's modules
+    for every batch size a forecast tries would take minutes)."""
+
+    weights: int
+    grads: int
+    optimizer: int
+    linear: int  # elements of the body's linear weights (autocast keeps a 16-bit copy of each)
+    head_rows: int  # the padded vocabulary the loss multiplies
+    embedding: int  # elements of the token embedding table
+
+
+def model_memory(model: torch.nn.Module, optimizer: OptimizerKind = OptimizerKind.adamw, world_size: int = 1,
+                 zero_stage: int = 0) -> ModelMemory:
     params = sum(p.numel() for p in model.parameters())
     grads = FP32 * params
     weights = grads + sum(b.numel() * b.element_size() for b in model.buffers())  # + RoPE's cos/sin tables
-    optimizer_state = optimizer_state_bytes(model, OptimizerKind(optimizer), world_size, zero_stage)
+    linear = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head")
+    return ModelMemory(weights, grads, optimizer_state_bytes(model, OptimizerKind(optimizer), world_size, zero_stage),
+                       linear, model.wte.weight.shape[0], model.wte.weight.numel())
+
+
+def estimate_step_memory(model: torch.nn.Module | ModelMemory, arch: ArchConfig, model_cfg: ModelConfig, *,
+                         batch_size: int, seq_len: int, dtype: str, world_size: int = 1, zero_stage: int = 0,
+                         grad_accum: int = 1, optimizer: OptimizerKind = OptimizerKind.adamw) -> MemoryEstimate:
+    """Peak bytes on one device while training `model` (built on the meta device is enough, or its
+    `model_memory`, counted once for many micro-batches) at this micro-batch."""
+    half = dtype in ("bfloat16", "float16")
+    fixed = model if isinstance(model, ModelMemory) else model_memory(model, optimizer, world_size, zero_stage)
+    grads, weights, optimizer_state = fixed.grads, fixed.weights, fixed.optimizer
     ddp_buckets = grads if world_size > 1 else 0
 
     tokens = batch_size * seq_len
     # Under autocast each body matmul keeps a 16-bit copy of its weight (the head's: in the loss term).
-    linear = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head")
-    activations = activation_bytes_per_token(arch, model_cfg, half) * tokens + (HALF * linear if half else 0)
-    head_rows = model.wte.weight.shape[0]  # the loss multiplies the padded head on every device
-    loss = lean_loss_bytes(tokens, model_cfg.n_embd, head_rows, half, softcap=arch.logit_softcap is not None)
+    activations = activation_bytes_per_token(arch, model_cfg, half) * tokens + (HALF * fixed.linear if half else 0)
+    # the loss multiplies the padded head on every device
+    loss = lean_loss_bytes(tokens, model_cfg.n_embd, fixed.head_rows, half, softcap=arch.logit_softcap is not None)
 
     earlier_grads = grads if grad_accum > 1 else 0
     end_of_forward = weights + optimizer_state + earlier_grads + activations + loss
     # The tied table's two gradients (the head's, made in the loss's forward, and the lookup's) wait for each
     # other and are summed into a third: two tables beyond the gradient (MemTracker sees them, tests/test_memory.py).
-    embedding = 2 * FP32 * model.wte.weight.numel() if arch.tie_embeddings else 0
+    embedding = 2 * FP32 * fixed.embedding if arch.tie_embeddings else 0
     end_of_backward = weights + optimizer_state + grads + embedding
     peak = max(end_of_forward, end_of_backward) + ddp_buckets
     return MemoryEstimate(weights, grads, optimizer_state, ddp_buckets, activations, loss, peak)
+
+
+def params_without_building(arch: ArchConfig, model_cfg: ModelConfig) -> int:
+    """The parameter count of a model of any depth, from a one- and a two-layer model on the meta device
+    (every layer has the same size), so a forecast can refuse a model too large to build at all."""
+    from dataclasses import replace
+
+    from minigpt.model.gpt import GPT
+
+    with torch.device("meta"):
+        one, two = (sum(p.numel() for p in GPT(arch, replace(model_cfg, n_layer=n)).parameters()) for n in (1, 2))
+    return one + (two - one) * (model_cfg.n_layer - 1)
 
 
 def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:

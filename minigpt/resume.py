@@ -13,7 +13,7 @@ never the Trainer (which this module does not import).
   `train.num_iterations` trains nothing and says so in one line. A checkpoint from another run
   directory starts a new tracked (W&B) run that records where it came from (`forked_from`).
 - `Checkpointer` decides when the loop saves (every `train.checkpoint_every` steps, at the end, and
-  at the next step boundary after SIGTERM / SIGUSR1 / SIGUSR2) and prunes to `train.keep_checkpoints`,
+  at the next step boundary after SIGTERM / SIGUSR1 / SIGUSR2 / SIGINT; a second Ctrl-C stops at once) and prunes to `train.keep_checkpoints`,
   only ever deleting checkpoints older than the one just written. Signal handlers only set a flag:
   saving inside a handler could snapshot a half-applied optimizer step. One process acts on the flag
   at the next step boundary. Under data parallelism the ranks must agree (saving is collective), and
@@ -46,8 +46,9 @@ log = logging.getLogger("minigpt")
 
 REQUIRED_KEYS = ("model", "optimizer", "scaler", "step", "tokens_seen", "train_loader", "rng")
 # The signals a scheduler sends before it stops a job: SIGTERM (kill/scancel, time limit reached),
-# SIGUSR1 (`sbatch --signal=USR1@120`), SIGUSR2 (submitit's default `--signal=USR2@...`).
-CHECKPOINT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# SIGUSR1 (`sbatch --signal=USR1@120`), SIGUSR2 (submitit's default `--signal=USR2@...`); and SIGINT
+# (Ctrl-C), which saves and stops like SIGTERM, while a second Ctrl-C stops at once.
+CHECKPOINT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 CORRUPT_SUFFIX = ".corrupt"
 
 
@@ -224,8 +225,8 @@ class Checkpoint:
                 log.info(_nothing_to_train(run_dir, resume, num_iterations, step, path, own))
                 return resumed
             log.info(f"resumed from {path} at step {step} ({self.train.tokens_seen:,} tokens seen)")
-        if main:
-            drop_metrics_after(run_dir / "metrics.jsonl", self.train.step)
+        if main:  # a fresh start (no checkpoint) redoes step 0's hooks too: drop every earlier row
+            drop_metrics_after(run_dir / "metrics.jsonl", self.train.step if found is not None else -1)
         return resumed
 
 
@@ -251,7 +252,8 @@ def _is_run_row(row: dict) -> bool:
 
 
 def drop_metrics_after(path: Path, step: int) -> None:
-    """Keep only rows with step <= `step` (and drop a torn last line), so redone steps appear once.
+    """Keep only rows with step <= `step` (and drop a torn last line), so redone steps appear once;
+    `step` -1 (a fresh start, which logs step 0 again) keeps none.
 
     An earlier segment's `run/*` row goes too: this segment logs the running totals again when it ends.
     """
@@ -273,7 +275,8 @@ def drop_metrics_after(path: Path, step: int) -> None:
     if dropped or superseded:
         write_text_atomic(path, "".join(f"{line}\n" for line in kept))
     if dropped:
-        log.info(f"dropped {dropped} metrics.jsonl rows logged after step {step}; those steps run again")
+        after = f"after step {step}" if step >= 0 else "by an earlier start (no checkpoint to resume from)"
+        log.info(f"dropped {dropped} metrics.jsonl rows logged {after}; those steps run again")
 
 
 def prune_checkpoints(run_dir: Path, keep: int, newest: Path) -> None:
@@ -309,6 +312,7 @@ class Checkpointer:
         self.agreed: list[int] = []  # under data parallelism: the signals all ranks agreed on at the last sync
         self.previous: dict[int, object] = {}
         self.deferred: list[int] = []
+        self.interrupted = False  # a first SIGINT arrived
 
     def install(self) -> "Checkpointer":
         # Handlers can only be installed from the main thread; elsewhere the run just lacks them.
@@ -326,6 +330,9 @@ class Checkpointer:
             previous[signum](signum, None)  # e.g. submitit: requeue this SLURM job, then exit
 
     def _on_signal(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT and self.interrupted:  # a second Ctrl-C: the user will not wait for the save
+            raise KeyboardInterrupt
+        self.interrupted = self.interrupted or signum == signal.SIGINT
         self.pending.append(signum)  # only a flag: the loop saves at the next step boundary
 
     def periodic(self, step: int) -> bool:
@@ -355,8 +362,12 @@ class Checkpointer:
             if path is not None:  # None on ranks other than 0, which write nothing
                 prune_checkpoints(checkpoint.run_dir, self.keep, path)
             self.on_save()
+        step = checkpoint.train.step
+        if signal.SIGINT in signals:  # Ctrl-C: one line, exit 130; Python's own handler is not handed the signal
+            log.warning(f"step {step:6d} | Ctrl-C: checkpoint saved, stopping; rerun the same command to resume")
+            raise SystemExit(128 + signal.SIGINT)
         for signum in signals:
-            log.warning(f"step {checkpoint.train.step:6d} | {signal.Signals(signum).name} received: checkpoint saved")
+            log.warning(f"step {step:6d} | {signal.Signals(signum).name} received: checkpoint saved")
             if callable(self.previous.get(signum)):
                 self.deferred.append(signum)
         if self.deferred:

@@ -57,7 +57,7 @@ _SCHEMA: type | None = None  # minigpt.config.Config, handed over by register_re
 _DEFAULTS: dict | None = None
 
 
-def _schema_defaults() -> dict:
+def schema_defaults() -> dict:
     global _DEFAULTS
     if _DEFAULTS is None:
         if _SCHEMA is None:
@@ -81,7 +81,7 @@ def identity(cfg: Any) -> dict:
         tree[key] = OmegaConf.to_container(node, resolve=True, enum_to_str=True) if OmegaConf.is_config(node) else node
     for dotted in NOT_HASHED:
         _drop(tree, dotted)
-    diff = _differences(tree, _schema_defaults())
+    diff = _differences(tree, schema_defaults())
     return {} if diff is _SAME else diff
 
 

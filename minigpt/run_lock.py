@@ -34,6 +34,7 @@ from minigpt.errors import ConfigError
 log = logging.getLogger("minigpt")
 
 LOCK_FILE = ".lock"
+READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
 UNSUPPORTED = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
 _held: dict[str, list] = {}  # resolved run dir -> [open lock file, users]: re-entrant within a process
 
@@ -42,17 +43,27 @@ class RunDirBusy(ConfigError):
     """Another process holds the run directory's lock."""
 
 
+def read_only_error(run_dir: str | os.PathLike, why: str = "") -> ConfigError:
+    return ConfigError(f"{run_dir} is read-only{f' ({why})' if why else ''}: this run cannot write its checkpoints "
+                       "or metrics there; make it writable, or give this run another hydra.run.dir")
+
+
 def acquire(run_dir: str | os.PathLike) -> str:
     """Lock `run_dir` for this process (creating it) or raise RunDirBusy; returns the key for release()."""
     import fcntl
 
     path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
     key = str(path.resolve())
     if key in _held:
         _held[key][1] += 1
         return key
-    f = open(path / LOCK_FILE, "a+")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = open(path / LOCK_FILE, "a+")
+    except OSError as exc:
+        if exc.errno not in READ_ONLY:
+            raise
+        raise read_only_error(path, exc.strerror) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -118,7 +129,7 @@ class LockRunDir(Callback):
             return
         try:
             self.key = acquire(run_dir)
-        except RunDirBusy as exc:
+        except ConfigError as exc:  # busy, or read-only
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
 

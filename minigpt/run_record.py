@@ -152,6 +152,11 @@ class RunRecord:
             "peak_mem_gb": None,
             "forecast": previous.get("forecast"),  # a resumed segment keeps what was forecast before the run began
         }
+        extended = list(previous.get("extended") or [])  # train.num_iterations raised on a resume (rundir.py)
+        if previous.get("num_iterations") not in (None, self.data["num_iterations"]):
+            extended.append({"from": previous["num_iterations"], "to": self.data["num_iterations"], "at_step": trainer.step})
+        if extended:
+            self.data["extended"] = extended
         if previous.get("forked_from"):  # a fork keeps saying where it came from across its own resumes
             self.data["forked_from"] = previous["forked_from"]
         # Forecast at the first logged step, not here: start-up (before the checkpoint signal handlers are

@@ -22,6 +22,7 @@ otherwise (edited by hand) is refused, naming both files.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -33,7 +34,7 @@ from omegaconf import OmegaConf
 
 from minigpt.atomic import write_text_atomic
 from minigpt.errors import ConfigError
-from minigpt.run_identity import config_hash, identity, run_name  # noqa: F401 - the names of runs, re-exported
+from minigpt.run_identity import config_hash, identity, run_name, schema_defaults  # noqa: F401 - the names of runs, re-exported
 
 log = logging.getLogger("minigpt")
 
@@ -107,25 +108,85 @@ def finished_message(run_dir: str | os.PathLike, step: int, num_iterations: int)
 # ---------------------------------------------------------------------------------------------- at start
 
 
-def check_run_config(cfg: Any, run_dir: Path) -> None:
-    """Refuse a hash-named run dir whose recorded identity is not this config's (a hand-edited file)."""
+class RunDirTaken(ConfigError):
+    """The run directory holds a run of other settings: this command must not train, skip or record there."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
+    return out
+
+
+def config_differences(recorded: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """dotted key -> (recorded value, this command's value), for every identity value that differs (an
+    identity leaves out what equals the schema default, so a key on one side only has its default on the other)."""
+    old, new, defaults = _flatten(recorded), _flatten(current), _flatten(schema_defaults())
+    return {key: (old.get(key, defaults.get(key)), new.get(key, defaults.get(key)))
+            for key in sorted(old.keys() | new.keys()) if old.get(key, defaults.get(key)) != new.get(key, defaults.get(key))}
+
+
+def extension_message(cfg: Any, run_dir: Path, old_total: int) -> str:
+    """How the lr schedule goes on when only train.num_iterations changed (an explicit extension)."""
+    from minigpt.optim.schedule import lr_at
+
+    state = run_state(run_dir, old_total)
+    step, new_total = state.step, cfg.train.num_iterations
+    before, after = lr_at(step, cfg.optim, old_total), lr_at(step, cfg.optim, new_total)
+    how = (f"the lr schedule continues exactly (lr {after:.2e} at step {step})" if math.isclose(before, after)
+           else f"the lr schedule changes from step {step} on ({cfg.optim.schedule.value} over the new length: "
+                f"lr {before:.2e} -> {after:.2e} there)")
+    return (f"extending {run_dir}: train.num_iterations {old_total} -> {new_total}, going on from step {step}; "
+            f"{how}; run_summary.json records the extension")
+
+
+def check_run_config(cfg: Any, run_dir: Path) -> str:
+    """Refuse a run dir whose recorded identity (run_config.yaml) is not this config's, whatever the dir is
+    called; returns the extension line when only train.num_iterations differs ("" when nothing does)."""
     digest = config_hash(cfg)
-    saved = Path(run_dir) / RUN_CONFIG_FILE
-    if not (Path(run_dir).name.endswith(f"-{digest}") and saved.exists()):
-        return
+    run_dir = Path(run_dir)
+    saved = run_dir / RUN_CONFIG_FILE
+    if not saved.exists() or (cfg.train.rerun and not is_requeued()):  # train.rerun moves that run aside
+        return ""
     try:
         recorded = OmegaConf.to_container(OmegaConf.load(saved), resolve=False) or {}
     except Exception:  # noqa: BLE001 - unreadable YAML is a difference like any other
         recorded = None
     current = identity(cfg)
     if recorded == current:
-        return
-    mine = Path(run_dir) / f"{RUN_CONFIG_FILE}.this_command"
-    write_text_atomic(mine, OmegaConf.to_yaml(OmegaConf.create(current)))
-    raise ConfigError(
-        f"{saved} does not match this command's config although the directory name carries its hash {digest} "
-        f"(edited by hand?): compare it with {mine}, then restore it or move {run_dir} away"
-    )
+        return ""
+    if run_dir.name.endswith(f"-{digest}"):  # the name says it is this config's: the file was changed
+        mine = run_dir / f"{RUN_CONFIG_FILE}.this_command"
+        write_text_atomic(mine, OmegaConf.to_yaml(OmegaConf.create(current)))
+        raise RunDirTaken(
+            f"{saved} does not match this command's config although the directory name carries its hash {digest} "
+            f"(edited by hand?): compare it with {mine}, then restore it or move {run_dir} away"
+        )
+    ways_out = "add train.rerun=true to replace it (its files are moved aside) or give this run another hydra.run.dir"
+    if recorded is None:
+        raise RunDirTaken(f"{run_dir} holds a run whose {RUN_CONFIG_FILE} cannot be read: {ways_out}")
+    diff = config_differences(recorded, current)
+    if set(diff) == {"train.num_iterations"}:
+        return extension_message(cfg, run_dir, int(diff["train.num_iterations"][0]))
+    changes = ", ".join(f"{key}: {old} -> {new}" for key, (old, new) in diff.items())
+    raise RunDirTaken(f"{run_dir} holds a run with other settings ({changes}): {ways_out}")
+
+
+def read_only_stop(cfg: Any, run_dir: Path) -> str | None:
+    """For a run dir on storage this process cannot write (a read-only mount, a finished project's archive):
+    the finished line when the run there is finished (nothing to write), else one ConfigError; None if writable."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or os.access(run_dir, os.W_OK):
+        return None
+    decision = decide(cfg, run_dir)
+    if decision.skip:
+        return decision.message
+    from minigpt.run_lock import read_only_error
+
+    raise read_only_error(run_dir)
 
 
 def write_run_config(cfg: Any, run_dir: Path) -> None:
@@ -165,7 +226,7 @@ class Decision:
 def decide(cfg: Any, run_dir: str | os.PathLike) -> Decision:
     """Read-only: what this start of the job should do (skip a finished run, or train)."""
     run_dir = Path(run_dir)
-    check_run_config(cfg, run_dir)
+    extension = check_run_config(cfg, run_dir)
     state = run_state(run_dir, cfg.train.num_iterations)
     if cfg.train.rerun and not is_requeued():
         return Decision(False, "train.rerun=true: starting afresh" if state.kind != "new" else "")
@@ -177,7 +238,7 @@ def decide(cfg: Any, run_dir: str | os.PathLike) -> Decision:
     if state.kind == "rerun_failed":
         where = f"from its checkpoint at step {state.step}" if state.step else "from the start"
         return Decision(False, f"{run_dir} failed before ({state.detail[:120]}): running it again {where}")
-    return Decision(False)
+    return Decision(False, extension)
 
 
 def claim(cfg: Any, run_dir: str | os.PathLike, is_main: bool) -> None:

@@ -62,13 +62,21 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
         distributed.shutdown()  # leave the process group (torchrun / srun ranks) cleanly
 
 
+FINISHED_READ_ONLY = -1  # check()'s status for a finished run on read-only storage: said so, exit 0
+
+
 class ValidateConfig(Callback):
     """A single run's config is validated here, before Hydra creates `hydra.run.dir` and its train.log
-    (listed before the run-dir lock in conf/config.yaml): a bad config leaves the disk as it was."""
+    (listed before the run-dir lock in conf/config.yaml): a bad config leaves the disk as it was, and so
+    does a config that differs from the run already recorded in that directory (before Hydra rewrites
+    its `.hydra/`)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from pathlib import Path
+
         from minigpt import distributed
         from minigpt.cli import cli_errors
+        from minigpt.rundir import check_run_config, read_only_stop
         from minigpt.validate import validate
 
         job = copy.deepcopy(config)  # what main() receives: the config without Hydra's node (as Hydra's run_job)
@@ -77,12 +85,19 @@ class ValidateConfig(Callback):
 
         @cli_errors  # the same boundary as every other command: one `error:` line, status 2
         def check() -> int:
-            validate(to_config(job), distributed.detect().world_size)
+            typed = to_config(job)
+            validate(typed, distributed.detect().world_size)
+            run_dir = Path(str(config.hydra.run.dir))
+            check_run_config(typed, run_dir)  # run() says an extension's line in train.log
+            finished = read_only_stop(typed, run_dir)  # before Hydra's train.log and .hydra/ fail to be written
+            if finished:
+                print(finished)
+                return FINISHED_READ_ONLY
             return 0
 
         status = check()
-        if status:
-            sys.exit(status)  # not an exception: Hydra turns a callback's exceptions into warnings
+        if status:  # not an exception: Hydra turns a callback's exceptions into warnings
+            sys.exit(0 if status == FINISHED_READ_ONLY else status)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -6,6 +6,7 @@ import re
 import time
 
 import matplotlib.image
+import pytest
 
 from minigpt.compare import main as compare_main
 from tests.conftest import ROOT, TINY, read_metrics, run_cli
@@ -342,3 +343,61 @@ def test_seeds_needed_is_sized_at_the_alpha_of_the_holm_family(tmp_path, capsys)
     d = stats.val_loss_difference(cand, base)
     at_holm = stats.seeds_needed(d.delta, d, stats.ALPHA / 3)
     assert rows[0]["seeds needed"] == str(at_holm) and at_holm > stats.seeds_needed(d.delta, d) == 8
+
+
+def _damaged_sweep(root):
+    """3 seeds of gpt2 vs rope, led by a group whose only run diverged; one unreadable HellaSwag records
+    file and one torn metrics line (a crash mid-write)."""
+    _simulated_ablation(root, n_examples=300, seeds=(1, 2, 3))
+    _arm_run(root / "0_alibi_s1", "alibi", 1, 9.0, [True] * 300, examples=make_examples(300, seed=99))
+    (root / "0_alibi_s1" / "run_summary.json").write_text(json.dumps({"status": "diverged", "error": "loss nan"}))
+    from minigpt.eval.records import records_path
+
+    records_path(root / "2_gpt2_s2", 10).write_bytes(b"PAR1 not a parquet file")
+    with open(root / "3_rope_s2" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 11, "train/lo')
+
+
+def test_compare_warns_about_what_it_could_not_read_and_skips_a_baseline_without_finished_runs(tmp_path, capsys):
+    _damaged_sweep(tmp_path / "sweep")
+    assert compare_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "r")]) == 0
+    out, err = capsys.readouterr()
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    (records,) = [w for w in warnings if "2_gpt2_s2" in w]
+    assert "hellaswag/step_000010.parquet unreadable (" in records and "left out of the paired test" in records
+    (torn,) = [w for w in warnings if "3_rope_s2" in w]
+    assert torn == "warning: 3_rope_s2: 1 unreadable metrics.jsonl line skipped: line 4 (torn last line)"
+    runs, groups, verdicts = markdown_tables(out)[:3]
+    status = {r["run"]: r["status"] for r in runs}
+    assert status["2_gpt2_s2"].startswith("finished (hellaswag/step_000010.parquet unreadable")
+    assert status["3_rope_s2"] == "finished (1 unreadable metrics.jsonl line skipped: line 4 (torn last line))"
+    assert "arch=gpt2 (baseline)" in [g["group"] for g in groups]
+    assert "baseline: arch=gpt2, the first group with a finished run (skipped arch=alibi: no finished run)" in out
+    assert {v["metric"]: v["verdict"] for v in verdicts}["val loss"] == "better"
+
+
+def test_compare_on_a_full_disk_prints_its_tables_then_one_error_line(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("unshare"):
+        pytest.skip("full-disk check skipped: no unshare command")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {mnt}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"full-disk check skipped: cannot mount a tmpfs ({probe.stderr.strip()[:80]})")
+    _damaged_sweep(tmp_path / "sweep")
+    compare = [sys.executable, "-m", "minigpt.compare", str(tmp_path / "sweep"), "--out", str(mnt / "r")]
+    script = f"mount -t tmpfs -o size=16k tmpfs {mnt} && {' '.join(compare)}; rc=$?; ls -la {mnt}/r; exit $rc"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    (line,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: could not write {mnt / 'r'}/") and "No space left on device" in line
+    assert "## Groups" in res.stdout and "### Verdicts vs arch=gpt2" in res.stdout  # the tables came first
+    listing = res.stdout[res.stdout.rindex("total"):]
+    assert ".png" not in listing and ".tmp-" not in listing, listing  # no 0-byte or half-written file left

@@ -97,6 +97,22 @@ def test_a_config_that_cannot_fit_an_a100_40gb_is_refused_with_the_micro_batch_t
     assert too_big.memory.peak > suggested.memory.peak and too_big.max_batch_size == suggested.max_batch_size == 64
 
 
+def test_a_model_no_gpu_can_hold_is_refused_in_one_line_without_building_it():
+    """model.n_layer=100000 used to walk the whole model once per batch-size candidate (killed after 654 s):
+    it is now counted from a one- and a two-layer model and refused (the timeout only guards against a hang)."""
+    res = run_cli(["minigpt.plan", "model.n_layer=100000"], cwd=ROOT, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    (line,) = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert "the model has 19.8B parameters" in line and "more than any GPU minigpt knows holds (the largest: h200" in line
+    from minigpt.memory import params_without_building
+
+    for overrides in ([], ["arch=modern", "model.n_layer=5"], ["arch=swiglu_gqa_rope", "model.n_layer=3"]):
+        cfg = tiny_config(*overrides)
+        with torch.device("meta"):
+            built = GPT(cfg.arch, cfg.model).num_params()
+        assert params_without_building(cfg.arch, cfg.model) == built
+
+
 def test_time_limit_gpu_count_and_partition_limit_are_checked_with_their_fixes():
     def problems(*extra: str) -> list[str]:
         return forecast_job(to_config(compose_config([*GPT2, "cluster=grace_a100", *extra]))).problems

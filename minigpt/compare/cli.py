@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT[/GROUP]", help="read the runs from the W&B API instead")
     args = parser.parse_args(argv)
 
-    from minigpt.compare.report import write_report
+    from minigpt.compare.report import build_report, write_files
     from minigpt.compare.local_runs import load_runs
 
     if args.out:
@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = load_wandb_runs(args.wandb)
     else:
         runs = load_runs(args.paths)
-    text, files, warnings = write_report(runs, out, args.wandb or " ".join(args.paths), args.baseline, args.effect)
+    text, tables, verdicts, protocols, warnings = build_report(runs, args.wandb or " ".join(args.paths),
+                                                               args.baseline, args.effect)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(text)
+    print(text, flush=True)  # before any file: a full disk still shows the tables
+    files = write_files(text, tables, verdicts, protocols, out)
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

@@ -147,7 +147,10 @@ def build_tables(groups: list[Group], baseline: str | None) -> list[Table]:
         if baseline:
             base = next((g for g in members if matches(g, key, value)), None)
             note = "" if base else f"no group here has {key}={value}: groups listed, no verdicts"
-        else:
-            base, note = members[0], ""
+        else:  # the first group with a finished run: a baseline without one gives no verdict at all
+            base = next((g for g in members if g.runs), members[0])
+            skipped = members[:members.index(base)] if base.runs else []
+            note = (f"baseline: {base.label}, the first group with a finished run (skipped "
+                    f"{', '.join(g.label for g in skipped)}: no finished run)" if skipped else "")
         out.append(Table(title, members, base, note))
     return out

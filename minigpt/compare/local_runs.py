@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minigpt.errors import ConfigError
-from minigpt.eval.records import records_files
+from minigpt.eval.records import read_records, records_files
 from minigpt.run_record import SUMMARY_FILE, pid_alive, read_summary
 
 STALE_S = 600  # a run without run_summary.json whose metrics stopped moving this long ago is not running
@@ -34,6 +34,7 @@ class Run:
     status: str = "failed"
     note: str = ""  # why a run is failed/unknown, shown in the report
     records: Path | None = None  # the last per-example HellaSwag records file
+    damage: list[str] = field(default_factory=list)  # what could not be read (compare warns; the status cell says)
 
     def cfg(self, dotted: str, default=None):
         node = self.config
@@ -117,20 +118,41 @@ def find_run_dirs(paths: list[str | os.PathLike]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _read_rows(path: Path) -> list[dict]:
-    rows = []
+def _read_rows(path: Path) -> tuple[list[dict], str]:
+    """The rows, and what was skipped ("" if nothing): a line cut by a crash, or bytes that do not decode."""
+    rows, bad = [], []
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = path.read_bytes().splitlines()
     except OSError:
-        return rows
-    for line in lines:
+        return rows, ""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
+            row = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError too
+            bad.append(number)
+            continue
         if isinstance(row, dict):
             rows.append(row)
-    return rows
+    if not bad:
+        return rows, ""
+    where = f"line {bad[0]}" if len(bad) == 1 else f"lines {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}"
+    torn = " (torn last line)" if bad == [len(lines)] else ""
+    return rows, f"{len(bad)} unreadable metrics.jsonl {'line' if len(bad) == 1 else 'lines'} skipped: {where}{torn}"
+
+
+def _unreadable_records(path: Path | None) -> str:
+    """"" if the HellaSwag records file reads, else what the report says about it (it leaves the paired test)."""
+    if path is None:
+        return ""
+    try:
+        read_records(path)
+    except Exception as exc:  # noqa: BLE001 - a torn or foreign file: said once, the run keeps its logged value
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        return (f"{path.parent.name}/{path.name} unreadable ({first}): its logged HellaSwag value is shown, and it "
+                "is left out of the paired test")
+    return ""
 
 
 def _read_config(run_dir: Path) -> dict:
@@ -174,9 +196,10 @@ def infer_status(run: Run, metrics_mtime: float | None) -> tuple[str, str]:
 
 def load_run(run_dir: str | os.PathLike) -> Run:
     d = Path(run_dir)
-    run = Run(name=d.name, config=_read_config(d), rows=_read_rows(d / "metrics.jsonl"), summary=read_summary(d) or {},
-              overrides=_read_overrides(d))
+    rows, torn = _read_rows(d / "metrics.jsonl")
+    run = Run(name=d.name, config=_read_config(d), rows=rows, summary=read_summary(d) or {}, overrides=_read_overrides(d))
     run.records = next(reversed(records_files(d).values()), None)
+    run.damage = [why for why in (torn, _unreadable_records(run.records)) if why]
     metrics = d / "metrics.jsonl"
     run.status, run.note = infer_status(run, metrics.stat().st_mtime if metrics.exists() else None)
     return run

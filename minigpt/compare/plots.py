@@ -78,9 +78,7 @@ def _plot_curves(groups: list[Group], keys: list[tuple[str, str]], ylabel: str, 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120, metadata={"Software": None})  # no version stamp: reruns give the same file
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_val_loss(groups: list[Group], out_dir: Path) -> Path | None:
@@ -122,7 +120,17 @@ def plot_forest(tables: list[Table], verdicts_by_table: list[list], metrics: lis
         ax.set_title(f"{metric}: difference from baseline (95% CI; {better})", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    out = out_dir / "forest.png"
-    fig.savefig(out, dpi=120, metadata={"Software": None})
-    plt.close(fig)
+    return save_figure(fig, out_dir / "forest.png")
+
+
+def save_figure(fig, out: Path) -> Path:
+    """Written atomically (a full disk leaves no 0-byte png); no version stamp: reruns give the same file."""
+    from minigpt.atomic import atomic_write
+
+    plt = _pyplot()
+    try:
+        with atomic_write(out) as f:
+            fig.savefig(f, format="png", dpi=120, metadata={"Software": None})
+    finally:
+        plt.close(fig)
     return out

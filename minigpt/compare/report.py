@@ -18,6 +18,7 @@ from minigpt.compare import stats, tokens_to_target
 from minigpt.compare.groups import Group, Table, build_tables, group_runs
 from minigpt.compare.plots import hellaswag_protocols, plot_forest, plot_hellaswag, plot_val_loss
 from minigpt.compare.local_runs import Run
+from minigpt.errors import ConfigError
 from minigpt.units import si
 from minigpt.plan.calibration import forecast_rows
 from minigpt.compare.verdicts import VAL_LOSS, Verdict, correctness, fmt_p, hellaswag_metric, table_verdicts
@@ -68,7 +69,8 @@ def run_table(runs: list[Run], protocols: list[str],
         mfu = _median(run, "train/mfu")
         gpu_h, cost = s.get("gpu_hours"), s.get("cost")
         unit = s.get("cost_unit") or run.cfg("cluster.cost_unit") or ""
-        status = run.status + (f" ({run.note})" if run.note else "")
+        notes = [run.note] if run.note else []
+        status = run.status + (f" ({'; '.join(notes + run.damage)})" if notes or run.damage else "")
         rows.append([
             run.name, str(run.cfg("arch.name", "-")), str(run.cfg("model.name", "-")), run.seed_label,
             si(s.get("params")), si(tokens), f"{val:.4f}" if val is not None else "-",
@@ -183,7 +185,8 @@ def build_report(runs: list[Run], source: str, baseline: str | None = None,
     forecast_header, forecast = forecast_rows(runs)
     if forecast:  # runs that recorded `python -m minigpt.plan`'s forecast at their start
         lines += ["## Forecast vs measured", "", markdown_table(forecast_header, forecast), ""]
-    all_verdicts, warnings = [], []
+    all_verdicts = []
+    warnings = [f"{run.name}: {'; '.join(run.damage)}" for run in runs if run.damage]  # one line per run
     for i, table in enumerate(tables, 1):
         verdicts, table_warnings = table_verdicts(table, protocols, effect)
         all_verdicts.append(verdicts)
@@ -206,15 +209,25 @@ def build_report(runs: list[Run], source: str, baseline: str | None = None,
     return "\n".join(lines), tables, all_verdicts, protocols, warnings
 
 
-def write_report(runs: list[Run], out_dir: Path, source: str, baseline: str | None = None,
-                 effect: float | None = None) -> tuple[str, list[Path], list[str]]:
-    """Write report.md and its plots; returns (the markdown without plot links, files written, warnings)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text, tables, verdicts, protocols, warnings = build_report(runs, source, baseline, effect)
+def write_files(text: str, tables: list[Table], verdicts: list[list[Verdict]], protocols: list[str],
+                out_dir: Path) -> list[Path]:
+    """report.md and its plots, each written atomically; a write that fails is one ConfigError naming the path."""
+    from minigpt.atomic import write_text_atomic
+
     groups = [g for t in tables for g in t.groups]
     metrics = [VAL_LOSS, *(hellaswag_metric(p) for p in protocols)]
-    plots = [p for p in (plot_val_loss(groups, out_dir), plot_hellaswag(groups, protocols, out_dir),
-                         plot_forest(tables, verdicts, metrics, out_dir)) if p]
-    report = out_dir / "report.md"
-    report.write_text(text + "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
-    return text, [report, *plots], warnings
+    target = out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plots = []
+        for target, draw in ((out_dir / "val_loss.png", lambda: plot_val_loss(groups, out_dir)),
+                             (out_dir / "hellaswag.png", lambda: plot_hellaswag(groups, protocols, out_dir)),
+                             (out_dir / "forest.png", lambda: plot_forest(tables, verdicts, metrics, out_dir))):
+            plots += [p for p in [draw()] if p]
+        target = out_dir / "report.md"
+        write_text_atomic(target, text + "\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in plots))
+    except OSError as exc:
+        raise ConfigError(f"could not write {target}: {exc.strerror or exc}; free space there, or pass --out "
+                          "<another folder> (the tables above are complete)") from None
+    return [target, *plots]
+

@@ -24,7 +24,38 @@ def is_hf_gpt2_dir(path: str | Path) -> bool:
     config = Path(path) / "config.json"
     if not config.is_file():
         return False
-    return json.loads(config.read_text()).get("model_type") == "gpt2"
+    return read_hf_config(config).get("model_type") == "gpt2"
+
+
+def read_hf_config(config: Path) -> dict:
+    """A Hugging Face folder's config.json, or one line saying why it cannot be read."""
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {config} ({getattr(exc, 'strerror', None) or exc}): fix or replace it") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{config} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+                          "fix or replace it (save_pretrained writes a valid one)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config} is not a model config (a JSON object): fix or replace it")
+    return data
+
+
+def load_hf_model(model_class, path: Path, **kwargs):
+    """`model_class.from_pretrained(path)`, each way it can fail (weights that safe loading refuses, a missing
+    or damaged weights file, a config transformers rejects) as one line."""
+    import pickle
+
+    from minigpt.errors import refusal_reason
+
+    try:
+        return model_class.from_pretrained(path, **kwargs)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"{path}: its weights cannot be loaded safely ({refusal_reason(exc)}); "
+                          "use a folder with model.safetensors") from None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{path} is not a loadable Hugging Face model folder ({first})") from None
 
 
 def _check_config(config, path: Path) -> None:
@@ -53,7 +84,7 @@ def from_pretrained_gpt2(path: str | Path):
     path = Path(path)
     if not is_hf_gpt2_dir(path):
         raise ConfigError(f"{path} is not a Hugging Face GPT-2 folder (needs config.json with model_type gpt2)")
-    hf = GPT2LMHeadModel.from_pretrained(path, dtype=torch.float32)
+    hf = load_hf_model(GPT2LMHeadModel, path, dtype=torch.float32)
     c = hf.config
     _check_config(c, path)
     arch = ArchConfig(name="gpt2", norm_eps=c.layer_norm_epsilon, bias=True, tie_embeddings=c.tie_word_embeddings)

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minigpt.config import Config
+from minigpt.config import Config, OptimizerKind
 from minigpt.errors import ConfigError
-from minigpt.memory import GIB, MemoryEstimate, estimate_step_memory
+from minigpt.memory import (ADAM_STATES, FP32, GIB, MUON_STATES, MemoryEstimate, estimate_step_memory, model_memory,
+                            params_without_building)
 from minigpt.plan.history import PastRun, calibrate
 from minigpt.run_record import model_shape, run_cost
 
@@ -150,6 +151,23 @@ def _eval_tokens(cfg: Config, seq_len: int) -> float:
     return float(tokens)
 
 
+def beyond_every_gpu(cfg: Config, ranks: int) -> str | None:
+    """One line when even the weights, gradients and optimizer state (sharded over every rank at best) of
+    `cfg`'s model need more memory than the largest GPU in conf/cluster/gpu/ has; counted without building it."""
+    from minigpt.perf import gpu_types
+
+    params = params_without_building(cfg.arch, cfg.model)
+    states = MUON_STATES if cfg.optim.kind == OptimizerKind.muon else ADAM_STATES  # Muon's fewer: a lower bound
+    need = FP32 * params * 2 + FP32 * states * params / ranks
+    largest = max(gpu_types().values(), key=lambda gpu: gpu.memory_gb)
+    if need / GIB <= largest.memory_gb:
+        return None
+    return (f"the model has {params / 1e9:,.1f}B parameters: its weights, gradients and optimizer state alone need "
+            f"{need / GIB:,.0f} GiB per device, more than any GPU minigpt knows holds (the largest: {largest.name}, "
+            f"{largest.memory_gb:g} GB): use a smaller model (model.n_layer={cfg.model.n_layer}, "
+            f"model.n_embd={cfg.model.n_embd})")
+
+
 def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float = 1.0,
                  default_mfu: float = DEFAULT_MFU, device: Device | None = None, ranks: int | None = None) -> JobForecast:
     """Everything `python -m minigpt.plan` says about one job; problems are listed, never raised.
@@ -166,6 +184,10 @@ def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float =
     seq_len = tc.sequence_length or cfg.model.block_size
     try:
         grad_accum = validate_train_config(cfg, ranks)
+        too_big = beyond_every_gpu(cfg, ranks)
+        if too_big:
+            out.problems.append(too_big)
+            return out
         with torch.device("meta"):
             model = GPT(cfg.arch, cfg.model)
     except ConfigError as exc:
@@ -188,8 +210,10 @@ def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float =
     out.device = device.label
     out.gpus = ranks if device.is_gpu else 0
 
+    fixed = model_memory(model, cfg.optim.kind, ranks, tc.zero_stage)  # once: the same for every micro-batch
+
     def memory_at(batch_size: int, accum: int) -> MemoryEstimate:
-        return estimate_step_memory(model, cfg.arch, cfg.model, batch_size=batch_size, seq_len=seq_len,
+        return estimate_step_memory(fixed, cfg.arch, cfg.model, batch_size=batch_size, seq_len=seq_len,
                                     dtype=tc.dtype.value, world_size=ranks, zero_stage=tc.zero_stage,
                                     grad_accum=accum, optimizer=cfg.optim.kind)
 
