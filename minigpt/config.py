@@ -58,6 +58,7 @@ class DataKind(str, Enum):
 
 
 class DType(str, Enum):
+    auto = "auto"  # bfloat16 on a CUDA GPU that supports it, float32 elsewhere (minigpt.runtime.resolve_dtype)
     float32 = "float32"
     bfloat16 = "bfloat16"
     float16 = "float16"
@@ -91,6 +92,11 @@ def resolve_kv_heads(arch: "ArchConfig", model: "ModelConfig") -> int:
     if arch.n_kv_head is not None:
         return arch.n_kv_head
     return model.n_head // max(arch.q_per_kv, 1)
+
+
+def uses_gqa(arch: "ArchConfig", model: "ModelConfig") -> bool:
+    """Grouped-query attention: fewer key/value heads than query heads (SDPA's enable_gqa)."""
+    return resolve_kv_heads(arch, model) != model.n_head
 
 
 @dataclass
@@ -176,12 +182,12 @@ class TrainConfig:
     batch_size: int = 8  # micro-batch (sequences per forward)
     sequence_length: Optional[int] = None  # None: model.block_size
     total_batch_size: Optional[int] = None  # tokens per optimizer step; None: one micro-batch
-    dtype: DType = DType.float32
+    dtype: DType = DType.auto  # auto: bfloat16 on a CUDA GPU that supports it, else float32
     zero_stage: int = 0
     overfit_single_batch: bool = False
     val_loss_every: int = 50  # also at step 0 and at the end; 0: only at the end
     val_max_steps: int = 10  # validation batches per evaluation
-    sample_every: int = 100  # 0 disables; a sample is also generated at the end
+    sample_every: int = 100  # also a sample at the end; 0: no samples at all
     sample_tokens: int = 48
     seed: int = 1337  # the one knob: sets both seeds below unless they are given
     init_seed: Optional[int] = None  # weight initialisation (and torch/numpy/python RNGs); None: seed

@@ -133,20 +133,21 @@ def grad_sync(model: torch.nn.Module, last_micro_step: bool):
 def shard_optimizer(optimizer: torch.optim.Optimizer, env: DistEnv, zero_stage: int) -> torch.optim.Optimizer:
     """ZeRO-1: rebuild the optimizer as a ZeroRedundancyOptimizer of the same class, groups and settings.
 
-    A CombinedOptimizer (optim.kind=muon: AdamW + Muon) has each of its parts sharded on its own.
+    A CombinedOptimizer (optim.kind=muon: AdamW + Muon) has each of its parts sharded on its own. A joined
+    group of one rank shards too (over that rank), so ZeRO-1's code path can be tested in one process.
     """
-    if zero_stage == 0 or not env.enabled:
+    if zero_stage == 0 or not (env.enabled or (dist.is_available() and dist.is_initialized())):
         return optimizer
     parts = getattr(optimizer, "parts", None)
     if parts is not None:
         return type(optimizer)({name: shard_optimizer(part, env, zero_stage) for name, part in parts.items()})
-    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from minigpt.optim.amp import ScaledZeroRedundancyOptimizer  # float16: no host read of the inf flag
 
     cls = type(optimizer)
     accepted = inspect.signature(cls.__init__).parameters
     defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
     groups = [{k: v for k, v in g.items() if k in accepted or k == "params"} for g in optimizer.param_groups]
-    return ZeroRedundancyOptimizer(groups, optimizer_class=cls, **defaults)
+    return ScaledZeroRedundancyOptimizer(groups, optimizer_class=cls, **defaults)
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> dict:

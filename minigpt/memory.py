@@ -9,6 +9,8 @@ any micro-batch) adds up what an eager training step holds at its two candidate 
 - the end of the backward pass: weights, optimizer state, all gradients and, with tied embeddings, the
   head's and the lookup's gradients of the shared table while autograd sums them;
 plus, on data-parallel runs, DDP's gradient buckets (a second copy of the gradients).
+Where SDPA falls back to its math kernel (`minigpt.runtime.attention_kernel`: float32 GQA on CUDA), each
+layer also keeps its B x n_head x T^2 float32 softmax scores and the key/value heads expanded to n_head.
 
 Activations follow Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer
 Models" (arXiv:2205.05198), section 4.1 (34*h bytes per layer and token plus 5*a*s of attention
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minigpt.config import ArchConfig, Config, MLPKind, ModelConfig, Norm, OptimizerKind, PosEncoding
+from minigpt.config import ArchConfig, Config, MLPKind, ModelConfig, Norm, OptimizerKind, PosEncoding, uses_gqa
 from minigpt.model.components import resolve_kv_heads, swiglu_hidden_size
 from minigpt.model.loss import CHUNK_ELEMENTS, chunk_rows
 
@@ -95,6 +97,13 @@ def activation_bytes_per_token(arch: ArchConfig, model: ModelConfig, half: bool)
         mlp = a * h + 2 * a * 4 * h
     switches, once = switch_bytes_per_token(arch, model, half)
     return model.n_layer * (2 * norm + attn + mlp + switches) + norm + once + INT64
+
+
+def math_attention_bytes_per_token(model: ModelConfig, seq_len: int) -> int:
+    """What SDPA's math kernel keeps beyond the flash kernel, per token (all layers): the float32 softmax
+    scores of every query head against the sequence (B x H x T^2 per layer), and k and v expanded from
+    n_kv_head to n_head heads for the batched matmuls."""
+    return model.n_layer * (FP32 * model.n_head * seq_len + 2 * FP32 * model.n_embd)
 
 
 def lean_loss_bytes(tokens: int, width: int, head_rows: int, half: bool, softcap: bool = False) -> int:
@@ -175,9 +184,11 @@ def model_memory(model: torch.nn.Module, optimizer: OptimizerKind = OptimizerKin
 
 def estimate_step_memory(model: torch.nn.Module | ModelMemory, arch: ArchConfig, model_cfg: ModelConfig, *,
                          batch_size: int, seq_len: int, dtype: str, world_size: int = 1, zero_stage: int = 0,
-                         grad_accum: int = 1, optimizer: OptimizerKind = OptimizerKind.adamw) -> MemoryEstimate:
+                         grad_accum: int = 1, optimizer: OptimizerKind = OptimizerKind.adamw,
+                         math_attention: bool = False) -> MemoryEstimate:
     """Peak bytes on one device while training `model` (built on the meta device is enough, or its
-    `model_memory`, counted once for many micro-batches) at this micro-batch."""
+    `model_memory`, counted once for many micro-batches) at this micro-batch; `math_attention`: SDPA
+    runs its math kernel (see `minigpt.runtime.attention_kernel`)."""
     half = dtype in ("bfloat16", "float16")
     fixed = model if isinstance(model, ModelMemory) else model_memory(model, optimizer, world_size, zero_stage)
     grads, weights, optimizer_state = fixed.grads, fixed.weights, fixed.optimizer
@@ -186,6 +197,8 @@ def estimate_step_memory(model: torch.nn.Module | ModelMemory, arch: ArchConfig,
     tokens = batch_size * seq_len
     # Under autocast each body matmul keeps a 16-bit copy of its weight (the head's: in the loss term).
     activations = activation_bytes_per_token(arch, model_cfg, half) * tokens + (HALF * fixed.linear if half else 0)
+    if math_attention:
+        activations += math_attention_bytes_per_token(model_cfg, seq_len) * tokens
     # the loss multiplies the padded head on every device
     loss = lean_loss_bytes(tokens, model_cfg.n_embd, fixed.head_rows, half, softcap=arch.logit_softcap is not None)
 
@@ -211,16 +224,22 @@ def params_without_building(arch: ArchConfig, model_cfg: ModelConfig) -> int:
     return one + (two - one) * (model_cfg.n_layer - 1)
 
 
-def estimate_memory(cfg: Config, world_size: int = 1) -> MemoryEstimate:
-    """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less)."""
+def estimate_memory(cfg: Config, world_size: int = 1, device: torch.device | None = None) -> MemoryEstimate:
+    """Peak bytes of one training step of `cfg` on one of `world_size` devices (eager; compiled needs less).
+    `device`: where it trains (None: where train.device would put it), which decides train.dtype=auto and
+    the attention kernel."""
     from minigpt.model.gpt import GPT
+    from minigpt.runtime import attention_kernel, pick_device, resolve_dtype
     from minigpt.validate import validate_train_config
 
     tc = cfg.train
+    device = pick_device(tc.device) if device is None else device
+    dtype = resolve_dtype(tc.dtype, device)
     grad_accum = validate_train_config(cfg, world_size)
     with torch.device("meta"):  # shapes only
         model = GPT(cfg.arch, cfg.model)
     return estimate_step_memory(model, cfg.arch, cfg.model, batch_size=tc.batch_size,
                                 seq_len=tc.sequence_length or cfg.model.block_size,
-                                dtype=str(getattr(tc.dtype, "value", tc.dtype)), world_size=world_size,
-                                zero_stage=tc.zero_stage, grad_accum=grad_accum, optimizer=cfg.optim.kind)
+                                dtype=dtype, world_size=world_size, zero_stage=tc.zero_stage, grad_accum=grad_accum,
+                                optimizer=cfg.optim.kind,
+                                math_attention=attention_kernel(device, dtype, uses_gqa(cfg.arch, cfg.model)) == "math")

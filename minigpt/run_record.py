@@ -141,7 +141,7 @@ class RunRecord:
             "arch": trainer.cfg.arch.name,
             "model": trainer.cfg.model.name,
             "model_shape": model_shape(trainer.cfg),
-            "dtype": trainer.cfg.train.dtype.value,
+            "dtype": trainer.dtype,  # as run: train.dtype=auto resolved
             "batch_size": trainer.cfg.train.batch_size,
             "gpu_hour_cost": cluster.gpu_hour_cost,
             "node_hour_cost": cluster.node_hour_cost,

@@ -26,7 +26,7 @@ import torch
 
 from minigpt import distributed, run_lock
 from minigpt.checkpoint import init_weights_from
-from minigpt.config import Config, to_container
+from minigpt.config import Config, to_container, uses_gqa
 from minigpt.data.corpus import prepare_splits
 from minigpt.data.loader import DataLoader
 from minigpt.data.prefetch import DevicePrefetcher
@@ -43,7 +43,8 @@ from minigpt.perf import GarbageCollection, StepClock, device_name, mfu, peak_fl
 from minigpt.resume import Checkpoint, Checkpointer, TrainState
 from minigpt.rng import RNGState
 from minigpt.run_record import RunRecord
-from minigpt.runtime import autocast_context, configure_backends, pick_device, seed_everything, slow_dtype_warning
+from minigpt.runtime import (autocast_context, configure_backends, math_attention_warning, pick_device, resolve_dtype,
+                             seed_everything, slow_dtype_warning)
 from minigpt.validate import TRAIN_METRICS, grad_accum_steps
 
 log = logging.getLogger("minigpt")
@@ -73,6 +74,7 @@ class Trainer:
         self.device = device or distributed.rank_device(self.dist, pick_device(tc.device))
         self.grad_accum = grad_accum_steps(cfg, self.dist.world_size)
         self.seq_len = tc.sequence_length or cfg.model.block_size
+        self.dtype = resolve_dtype(tc.dtype, self.device)  # train.dtype=auto: bfloat16 on a CUDA GPU that has it
         configure_backends(self.device)
         seed_everything(tc.effective_init_seed)
 
@@ -85,15 +87,15 @@ class Trainer:
         optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.optimizer = distributed.shard_optimizer(optimizer, self.dist, tc.zero_stage)
         self.schedule = Schedule(self.optimizer, cfg.optim, tc.num_iterations)  # every group's lr, Muon's momentum
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=str(tc.dtype.value) == "float16")
-        self.autocast = lambda: autocast_context(self.device, tc.dtype.value)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == "float16")
+        self.autocast = lambda: autocast_context(self.device, self.dtype)
         # float16: the GradScaler skips inf/nan-gradient steps itself, so the guard only watches the loss
         self.guard = DivergenceGuard(tc.skip_nonfinite, self.device, self.run_dir,
                                      grads_checked=not self.scaler.is_enabled())
         self.state = TrainState()  # step, tokens_seen
         self.tokens_per_step = self.grad_accum * tc.batch_size * self.seq_len * self.dist.world_size
         self.flops_per_token = self.model.flops_per_token(self.seq_len)
-        self.peak_flops = peak_flops(device_name(self.device), tc.dtype.value, tc.peak_flops)
+        self.peak_flops = peak_flops(device_name(self.device), self.dtype, tc.peak_flops)
         self.clock = StepClock()
         self.eval = EVALS[cfg.eval.name](cfg)  # its data comes in load_eval_data()
         self.extra_hooks = list(extra_hooks or [])
@@ -115,7 +117,7 @@ class Trainer:
         tc = self.cfg.train
         return [
             StepHook("val", tc.val_loss_every, Trainer.val_loss, metrics=("val/loss",), at_start=True),
-            StepHook("sample", tc.sample_every, Trainer.sample),
+            *([StepHook("sample", tc.sample_every, Trainer.sample)] if tc.sample_every > 0 else []),  # 0: none at all
             *self.eval.hooks(),
             *self.extra_hooks,
         ]
@@ -251,10 +253,14 @@ class Trainer:
             f"= {m.describe_params()} (non-embedding {m.num_params(non_embedding=True) / 1e6:.2f}M) | "
             f"optim {self.cfg.optim.kind.value} {self.cfg.optim.schedule.value} | "
             f"FLOPs/token {self.flops_per_token / 1e6:.1f}M | device {self.device} "
-            f"| dtype {self.cfg.train.dtype.value} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum}"
+            f"| dtype {self.dtype_label()} | tokens/step {self.tokens_per_step:,} (grad accum {self.grad_accum}"
             f" x {self.dist.world_size} ranks, zero_stage {self.cfg.train.zero_stage}) | "
-            f"est. peak memory {estimate_memory(self.cfg, self.dist.world_size).peak / 2**30:.2f} GiB"
+            f"est. peak memory {estimate_memory(self.cfg, self.dist.world_size, self.device).peak / 2**30:.2f} GiB"
         )
+
+    def dtype_label(self) -> str:
+        """`bfloat16 (auto)` when train.dtype=auto chose it, else the dtype asked for."""
+        return f"{self.dtype} (auto)" if self.cfg.train.dtype.value == "auto" else self.dtype
 
     def fit(self) -> dict:
         # One process per run dir (rank 0 locks, the other ranks wait to hear): before anything is written.
@@ -291,12 +297,14 @@ class Trainer:
             record.forked(resumed.forked_from)
         self.logger.add(record)
         log.info(self.describe())
-        if warning := slow_dtype_warning(self.device, tc.dtype):
-            log.warning(warning)
+        for warning in (slow_dtype_warning(self.device, self.dtype),
+                        math_attention_warning(self.device, self.dtype, uses_gqa(self.cfg.arch, self.cfg.model))):
+            if warning:
+                log.warning(warning)
         if (warning := warmup_warning(self.cfg.optim, tc.num_iterations)) and self.dist.is_main:
             log.warning(warning)
         if self.peak_flops is None and self.device.type == "cuda":  # a GPU missing from the table (CPUs have no MFU)
-            log.info(peak_flops_hint(device_name(self.device), tc.dtype.value))
+            log.info(peak_flops_hint(device_name(self.device), self.dtype))
         final: dict = {}
         hooks = self.hooks
         checkpoints = Checkpointer(tc.checkpoint_every, tc.keep_checkpoints,

@@ -37,6 +37,7 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     check_model(cfg.arch, cfg.model)
     validate_train_config(cfg, world_size)
     check_device(cfg.train.device)
+    check_optimizer(cfg)
     check_resume(cfg.train.resume)
     check_logger(cfg)
     check_eval(cfg)
@@ -102,6 +103,19 @@ def grad_accum_steps(cfg: Config, world_size: int = 1) -> int:
     tc = cfg.train
     micro_tokens = tc.batch_size * (tc.sequence_length or cfg.model.block_size) * world_size
     return (tc.total_batch_size or micro_tokens) // micro_tokens
+
+
+# torch.optim.Muon (optim=muon) arrived in PyTorch 2.9; pyproject.toml allows older torch for AdamW runs.
+MUON_TORCH = "2.9"
+
+
+def check_optimizer(cfg: Config) -> None:
+    """optim=muon on a torch without torch.optim.Muon (a cluster's older CUDA build): one line, before set-up."""
+    import torch
+
+    if cfg.optim.kind.value == "muon" and not hasattr(torch.optim, "Muon"):
+        raise ConfigError(f"optim=muon needs torch.optim.Muon (PyTorch {MUON_TORCH} or later), this torch is "
+                          f"{torch.__version__}: upgrade torch or use optim=adamw")
 
 
 def check_zero_stage(stage: int) -> None:
@@ -186,9 +200,10 @@ def check_objective(cfg: Config) -> None:
     if objective is None:
         return
     from minigpt.perf import device_name, peak_flops
-    from minigpt.runtime import pick_device
+    from minigpt.runtime import pick_device, resolve_dtype
 
     tc = cfg.train
-    metrics = final_metrics(cfg, peak_flops(device_name(pick_device(tc.device)), tc.dtype.value, tc.peak_flops) is not None)
+    device = pick_device(tc.device)
+    metrics = final_metrics(cfg, peak_flops(device_name(device), resolve_dtype(tc.dtype, device), tc.peak_flops) is not None)
     if objective not in metrics:
         raise ConfigError(f"train.objective={objective} is not a metric this run logs: choose one of {', '.join(metrics)}")

@@ -182,3 +182,49 @@ def test_unknown_devices_have_no_peak_and_a_hint():
     assert peak_flops("cpu", "float32", override=2e12) == 2e12
     hint = peak_flops_hint("NVIDIA A10G", "bfloat16")
     assert "\n" not in hint and "train.peak_flops=" in hint and "NVIDIA A10G" in hint
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A joined gloo process group of one rank: ZeRO-1's ZeroRedundancyOptimizer in this process."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("zero_stage", [0, 1])
+@pytest.mark.parametrize("optim", ["adamw", "muon"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_no_host_sync_between_log_steps_for_every_dtype_optimizer_and_zero_stage(tmp_path, request, dtype, optim,
+                                                                                   zero_stage):
+    """float16's GradScaler reads its inf flag on the host unless the optimizer takes it as a tensor: the
+    combined optimizer (Muon) and ZeRO-1's optimizer take it, so steps 1-3 of 4 (log every 4) never wait."""
+    if zero_stage:
+        request.getfixturevalue("one_rank_group")
+    cfg = tiny_config("train.num_iterations=4", "train.log_every=4", "train.val_loss_every=0", "train.sample_every=0",
+                      "train.batch_size=2", "model.n_layer=1", f"train.dtype={dtype}", f"optim={optim}",
+                      f"train.zero_stage={zero_stage}", "optim.warmup_iters=1")
+    trainer = Trainer(cfg, tmp_path / "run").prepare_data()
+    from minigpt.optim.amp import ScaledZeroRedundancyOptimizer
+
+    parts = getattr(trainer.optimizer, "parts", {"": trainer.optimizer})
+    assert all(isinstance(p, ScaledZeroRedundancyOptimizer) == bool(zero_stage) for p in parts.values())
+    assert trainer.scaler.is_enabled() == (dtype == "float16")
+    counter, per_step = HostSyncCounter(), {}
+    step = trainer.train_step
+
+    def counted_step():
+        per_step[trainer.step] = counter.count
+        return step()
+
+    trainer.train_step = counted_step
+    with counter:
+        trainer.fit()
+    per_step[4] = counter.count
+    syncs = [per_step[s] - per_step[s - 1] for s in range(1, 4)]
+    assert syncs == [0, 0, 0], syncs
+    assert trainer.step == 4 and [r["step"] for r in read_metrics(tmp_path / "run") if "train/loss" in r] == [4]

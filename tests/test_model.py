@@ -118,3 +118,17 @@ def test_peak_flops_table_and_mfu():
     assert peak_flops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312e12  # every name: tests/test_hot_path.py
     assert mfu(1e9, 100_000, 312e12) == pytest.approx(1e14 / 312e12)
     assert mfu(1e9, 100_000, None) is None
+
+
+def test_generate_runs_the_head_on_the_last_position_only():
+    """Sampling needs the next token's logits: the vocab-sized head multiplies one row per sequence."""
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = GPT(cfg.arch, cfg.model).eval()
+    rows, head = [], model.head
+    model.head = lambda x: (rows.append(tuple(x.shape)), head(x))[1]
+    out = model.generate(torch.tensor([[1, 2, 3, 4, 5]]), 3, temperature=0)
+    assert rows == [(1, cfg.model.n_embd)] * 3  # (B, C): the last position of each step
+    del model.head
+    logits, _ = model(out[:, :-1])
+    assert out[0, -1] == logits[0, -1].argmax()  # the same greedy choice as the full forward

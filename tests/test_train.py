@@ -126,3 +126,12 @@ def test_validation_including_step_0_leaves_the_training_losses_unchanged(tmp_pa
         losses[every] = read_losses(tmp_path / str(every))
         assert bool([r for r in read_metrics(tmp_path / str(every)) if r["step"] == 0]) == (every > 0)
     assert losses[2] == losses[0] and sorted(losses[0]) == [1, 2, 3, 4]
+
+
+def test_sample_every_0_generates_nothing_not_even_at_the_end(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(Trainer, "sample", lambda self: calls.append(self.step) or {})
+    Trainer(tiny_config("train.num_iterations=2", "train.val_loss_every=0", "train.sample_every=0"), tmp_path / "a").fit()
+    assert calls == []
+    Trainer(tiny_config("train.num_iterations=2", "train.val_loss_every=0", "train.sample_every=5"), tmp_path / "b").fit()
+    assert calls == [2]  # every > 0: also at the end

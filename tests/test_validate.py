@@ -77,3 +77,16 @@ def test_the_entrypoint_fails_on_a_bad_config_before_touching_the_disk(tmp_path,
     assert len(lines) == 1 and lines[0].startswith(f"error: {override}"), done.stderr[-2000:]
     assert os.listdir(cache) == []  # no token cache, no HellaSwag download
     assert not run_dir.exists()  # no run dir: not even Hydra's .hydra/ and train.log
+
+
+def test_muon_on_a_torch_without_it_is_refused_naming_the_version(monkeypatch):
+    import torch
+
+    validate(tiny_config("optim=muon"))  # this torch has it
+    monkeypatch.delattr(torch.optim, "Muon")
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cu121")
+    with pytest.raises(ConfigError) as info:
+        validate(tiny_config("optim=muon"))
+    assert str(info.value) == ("optim=muon needs torch.optim.Muon (PyTorch 2.9 or later), this torch is 2.5.1+cu121: "
+                               "upgrade torch or use optim=adamw")
+    validate(tiny_config("optim=adamw"))  # AdamW runs on the older torch

@@ -162,10 +162,10 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = 50,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Sample continuations; temperature 0 means greedy."""
+        """Sample continuations; temperature 0 means greedy. The head runs on the last position only."""
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.block_size:])
-            logits = logits[:, -1, :].float()
+            x = self.body(idx[:, -self.block_size:])
+            logits = self.head(x[:, -1, :]).float()
             if temperature == 0:
                 nxt = logits.argmax(dim=-1, keepdim=True)
             else:

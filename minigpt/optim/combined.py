@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from minigpt.optim.amp import scaled_step
+
 
 class CombinedOptimizer:
     """Named parts (e.g. {"adamw": AdamW, "muon": Muon}), each over its own parameters.
@@ -11,8 +13,12 @@ class CombinedOptimizer:
     What the trainer, GradScaler, the schedule and checkpoints use works as for one optimizer:
     `param_groups` lists every part's groups (the same dicts, so setting a group's lr reaches its
     part), `step` and `zero_grad` run on every part, and `state_dict` nests the parts' state dicts by
-    name. Under ZeRO-1 each part is sharded on its own (`distributed.shard_optimizer`).
+    name. Under ZeRO-1 each part is sharded on its own (`distributed.shard_optimizer`). float16: it takes
+    GradScaler's inf flag as a device tensor and hands it to each part (minigpt/optim/amp.py), so the
+    scaler never reads it on the host.
     """
+
+    _step_supports_amp_scaling = True
 
     def __init__(self, parts: dict[str, torch.optim.Optimizer]):
         if not parts:
@@ -33,8 +39,10 @@ class CombinedOptimizer:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf, grad_scale = getattr(self, "found_inf", None), getattr(self, "grad_scale", None)
         for part in self.parts.values():
-            part.step()
+            with scaled_step(part, found_inf, grad_scale):
+                part.step()
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:

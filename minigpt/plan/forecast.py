@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minigpt.config import Config, OptimizerKind
+from minigpt.config import Config, OptimizerKind, uses_gqa
 from minigpt.errors import ConfigError
 from minigpt.memory import (ADAM_STATES, FP32, GIB, MUON_STATES, MemoryEstimate, estimate_step_memory, model_memory,
                             params_without_building)
 from minigpt.plan.history import PastRun, calibrate
 from minigpt.run_record import model_shape, run_cost
+from minigpt.runtime import attention_kernel, resolve_dtype
 
 DEFAULT_MFU = 0.35  # GPT-2-size PyTorch training in bf16 typically reaches 30-45% of peak (llm.c: ~40% on H100)
 STARTUP_S = 60.0  # per segment: interpreter, imports, data, first step
@@ -38,6 +39,9 @@ COMPILE_S = 120.0  # per segment with train.compile=true
 MEMORY_HEADROOM = 0.9  # the rest: CUDA context, NCCL buffers, the caching allocator's fragmentation
 HELLASWAG_EXAMPLES = 10042
 HELLASWAG_TOKENS_PER_ROW = 100  # a (context, ending) row is about 100 GPT-2 tokens; 4 rows per example
+
+
+CUDA = torch.device("cuda")
 
 
 @dataclass
@@ -69,13 +73,13 @@ def job_device(cfg: Config, ranks_per_node: int = 1) -> Device | None:
     None when a SLURM preset asks for GPUs without naming their type."""
     gpu = cfg.cluster.gpu
     if gpu is not None:
-        peak = gpu.peak_tflops.get(cfg.train.dtype.value)
+        peak = gpu.peak_tflops.get(resolve_dtype(cfg.train.dtype, CUDA, bf16_supported=True))
         return Device(gpu.name, gpu.device_match, float(gpu.memory_gb), peak * 1e12 if peak else None)
     if cfg.cluster.name != "local" and (cfg.cluster.gpus_per_node or cfg.cluster.gres):
         return None
     local_gpu = cfg.cluster.name == "local" and str(cfg.train.device) in ("auto", "cuda") and torch.cuda.is_available()
-    device = device_of(torch.device("cuda" if local_gpu else "cpu"), cfg.train.dtype.value, cfg.train.peak_flops,
-                       ranks_per_node)
+    where = torch.device("cuda" if local_gpu else "cpu")
+    device = device_of(where, resolve_dtype(cfg.train.dtype, where), cfg.train.peak_flops, ranks_per_node)
     if not device.is_gpu and cfg.cluster.name != "local" and cfg.cluster.mem_gb:
         device.memory_gb = cfg.cluster.mem_gb / max(ranks_per_node, 1)  # a CPU job gets the memory it asks for
     return device
@@ -211,11 +215,14 @@ def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float =
     out.gpus = ranks if device.is_gpu else 0
 
     fixed = model_memory(model, cfg.optim.kind, ranks, tc.zero_stage)  # once: the same for every micro-batch
+    dtype = job_dtype(cfg, device)
+    math_attention = attention_kernel(CUDA if device.is_gpu else torch.device("cpu"), dtype,
+                                      uses_gqa(cfg.arch, cfg.model)) == "math"
 
     def memory_at(batch_size: int, accum: int) -> MemoryEstimate:
         return estimate_step_memory(fixed, cfg.arch, cfg.model, batch_size=batch_size, seq_len=seq_len,
-                                    dtype=tc.dtype.value, world_size=ranks, zero_stage=tc.zero_stage,
-                                    grad_accum=accum, optimizer=cfg.optim.kind)
+                                    dtype=dtype, world_size=ranks, zero_stage=tc.zero_stage,
+                                    grad_accum=accum, optimizer=cfg.optim.kind, math_attention=math_attention)
 
     out.memory = memory_at(tc.batch_size, grad_accum)
     out.memory_limit_gb = MEMORY_HEADROOM * device.memory_gb
@@ -243,8 +250,16 @@ def forecast_job(cfg: Config, history: list[PastRun] = (), *, remaining: float =
     return out
 
 
+def job_dtype(cfg: Config, device: Device) -> str:
+    """train.dtype on the job's device: `auto` is bfloat16 on a GPU (every type in conf/cluster/gpu/ is
+    Ampere or later; a GPU this process sees is asked), float32 on a CPU."""
+    if not device.is_gpu:
+        return resolve_dtype(cfg.train.dtype, torch.device("cpu"))
+    return resolve_dtype(cfg.train.dtype, CUDA, bf16_supported=None if torch.cuda.is_available() else True)
+
+
 def _throughput(out: JobForecast, cfg: Config, history: list[PastRun], device: Device, default_mfu: float) -> None:
-    shape, dtype = model_shape(cfg), cfg.train.dtype.value
+    shape, dtype = model_shape(cfg), job_dtype(cfg, device)
     found = calibrate(history, model_shape=shape, dtype=dtype, arch=cfg.arch.name, device_match=device.match)
     if device.peak_flops:
         mfu = found.mfu if found else default_mfu
@@ -302,7 +317,7 @@ def start_forecast(trainer, start_step: int = 0) -> dict:
     from minigpt.plan.history import load_history
 
     cfg = trainer.cfg
-    device = device_of(trainer.device, cfg.train.dtype.value, cfg.train.peak_flops)
+    device = device_of(trainer.device, trainer.dtype, cfg.train.peak_flops)
     history = load_history(["outputs"], exclude=trainer.run_dir)
     remaining = 1.0 - start_step / max(cfg.train.num_iterations, 1)
     return forecast_job(cfg, history, remaining=remaining, device=device, ranks=trainer.dist.world_size).summary()
