@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 HASH_LEN = 8
 # Where a run executes and logs, how often it saves or prints, how reruns behave: not part of its identity.
 NOT_HASHED = (
-    "hydra", "cluster", "logger",
-    "train.device", "train.resume", "train.rerun", "train.objective",
+    "hydra", "cluster", "logger", "halving",
+    "train.device", "train.resume", "train.rerun", "train.objective", "train.stop_at",
     "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
     "data.cache_dir", "data.prepare",
     "eval.hellaswag.cache_dir", "eval.hellaswag.download", "eval.hellaswag.url", "eval.hellaswag.batch_size",
