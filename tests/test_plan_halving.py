@@ -105,3 +105,9 @@ def test_effect_without_finished_runs_says_it_assumes_the_default(tmp_path, caps
     n, _ = ph.seeds_for_effect(0.05, noise, n_arms=2)
     assert f"needs {n} seeds per arm; seed std {ph.DEFAULT_SEED_STD} nats assumed" in out
     assert f"full sweep ({2 * n} runs x 300 steps)" in out
+
+
+def test_a_non_positive_effect_is_one_error_line(capsys):
+    assert plan_main(["--effect", "0", "model=tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --effect 0.0: give the effect to detect as a positive number of nats, e.g. --effect 0.02"]

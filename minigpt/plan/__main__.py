@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--effect", type=float, default=None, metavar="NATS",
                         help="seeds and GPU-hours a verdict on an effect of this many nats of val loss needs")
     args = parser.parse_args(argv)
+    if args.effect is not None and not args.effect > 0:
+        raise ConfigError(f"--effect {args.effect}: give the effect to detect as a positive number of nats, e.g. --effect 0.02")
     return _plan(args)
 
 
@@ -176,8 +178,8 @@ def halving_text(jobs: list, configs: list, forecasts: list, effect: float | Non
         noise = seed_noise(roots, model_shape(configs[0]))
         n, level, cases = effect_cases(effect, noise, h, rates, baseline, configs[0].train.num_iterations)
         what = f"a verdict on {effect:g} nats of val loss between {len(arms)} arms (80% power, paired t at {level:.3g})"
-        if n is None or not cases:
-            out.append(f"effect: {what} is out of reach ({'> 1000' if n else 'no'} seeds); {noise.source}")
+        if not cases:
+            out.append(f"effect: {what} is out of reach (more than 1000 seeds per arm); {noise.source}")
         else:
             out += ["" if out else None, f"effect: {what} needs {n} seeds per arm; {noise.source}",
                     _table(*_case_rows(cases, unit))]
