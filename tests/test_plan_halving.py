@@ -3,6 +3,7 @@ counts, and `--effect`'s seeds from the seed noise of constructed finished runs 
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -79,21 +80,29 @@ def _finished(path, arch, seed, final, shape="L2 d64 h4 T64", status="finished")
 
 def test_effect_uses_the_seed_noise_of_finished_groups_of_the_same_shape(tmp_path):
     for seed, (a, b) in enumerate(((3.00, 3.10), (3.02, 3.13), (3.04, 3.16)), start=1):
-        _finished(tmp_path / f"a_s{seed}", "gpt2", seed, a)
-        _finished(tmp_path / f"b_s{seed}", "rope", seed, b)
+        _finished(tmp_path / "paired" / f"a_s{seed}", "gpt2", seed, a)
+        _finished(tmp_path / "unpaired" / f"b_s{seed + 10}", "rope", seed + 10, b)  # other seeds: no pairs
     _finished(tmp_path / "big_s1", "gpt2", 1, 9.0, shape="L12 d768 h12 T1024")  # another shape: not counted
     _finished(tmp_path / "big_s2", "gpt2", 2, 2.0, shape="L12 d768 h12 T1024")
     _finished(tmp_path / "odd_s4", "gpt2", 4, 5.0, status="failed")  # not finished: not counted
     noise = ph.seed_noise([str(tmp_path)], "L2 d64 h4 T64")
     # variances over seeds: gpt2 4e-4, rope 9e-4; pooled (2 x 4e-4 + 2 x 9e-4) / 4 = 6.5e-4
     assert noise.std == pytest.approx(math.sqrt(6.5e-4))
-    assert "pooled over 2 finished group(s) (6 runs) of L2 d64 h4 T64" in noise.source
+    assert noise.source.endswith("pooled over 2 finished group(s) (6 runs) of L2 d64 h4 T64 under " + str(tmp_path))
+    assert noise.per_seed_var == pytest.approx(2 * 6.5e-4)  # no shared seeds: pairing gets no credit
     n, level = ph.seeds_for_effect(0.1, noise, n_arms=5)
     assert level == pytest.approx(0.05 / 4)  # Holm's strictest step over 4 comparisons with the baseline
-    planned = stats.Difference(0.0, 0.0, 0.0, 1.0, "", True, per_seed_var=2 * noise.std ** 2)  # no pairing credit
+    planned = stats.Difference(0.0, 0.0, 0.0, 1.0, "", True, per_seed_var=noise.per_seed_var)
     assert n == stats.seeds_needed(0.1, planned, alpha=0.05 / 4) and n >= 2
     n_cases = ph.effect_cases(0.1, noise, H, {f"lr{i}": RATE for i in range(5)}, "lr0", 300)
     assert steps(n_cases[2]) == [5 * n * 300, 5 * n * 327, 2 * n * 327 + 3 * n * 33]
+    # the same seeds for rope: b - a = 0.10, 0.11, 0.12 per seed, variance 1e-4, measured and used
+    for seed, b in enumerate((3.10, 3.13, 3.16), start=1):
+        _finished(tmp_path / "paired" / f"b_s{seed}", "rope", seed, b)
+    paired = ph.seed_noise([str(tmp_path / "paired")], "L2 d64 h4 T64")
+    assert paired.per_seed_var == pytest.approx(1e-4) and "(1 pair(s) of groups)" in paired.source
+    m, _ = ph.seeds_for_effect(0.1, paired, n_arms=5)
+    assert m == stats.seeds_needed(0.1, replace(planned, per_seed_var=paired.per_seed_var), alpha=0.05 / 4)
 
 
 def test_effect_without_finished_runs_says_it_assumes_the_default(tmp_path, capsys):

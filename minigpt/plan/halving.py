@@ -12,8 +12,9 @@ the cheapest arms survive, a lower bound.
 `--effect X` answers the question before any sweep: how many seeds a full-budget verdict on an effect
 of X nats of val loss needs (80% power, compare's paired t-test at Holm's strictest level alpha / (arms
 - 1); minigpt.compare.stats.seeds_needed), from the seed noise of the user's own finished groups of the
-same model shape (the pooled std of their final val loss over seeds), else DEFAULT_SEED_STD, and what
-that many seeds cost as a full sweep and as the halving sweep.
+same model shape (the pooled std of their final val loss over seeds, and the pooled variance of the
+per-seed difference of groups run on the same seeds when there are such), else DEFAULT_SEED_STD, and
+what that many seeds cost as a full sweep and as the halving sweep.
 """
 
 from __future__ import annotations
@@ -150,8 +151,15 @@ def arm_rates(arms: dict[str, list[int]], forecasts: list, configs: list) -> dic
 
 @dataclass(frozen=True)
 class SeedNoise:
-    std: float
+    std: float  # of one run's final val loss over seeds
     source: str
+    diff_var: float | None = None  # of the per-seed difference of two groups run on the same seeds, when measured
+
+    @property
+    def per_seed_var(self) -> float:
+        """The planned paired difference's variance per seed: measured when groups shared seeds, else 2 std^2
+        (the seed noise two arms share is then unknown, so pairing gets no credit: conservative)."""
+        return self.diff_var if self.diff_var is not None else 2 * self.std ** 2
 
 
 def seed_noise(roots: list[str], model_shape: str) -> SeedNoise:
@@ -165,20 +173,27 @@ def seed_noise(roots: list[str], model_shape: str) -> SeedNoise:
     except ConfigError:  # no run under them: no evidence, the default below
         found = []
     runs = [r for r in found if r.summary.get("model_shape") == model_shape]
-    pooled, df, n_runs, n_groups = 0.0, 0, 0, 0
-    for group in group_runs(runs):
-        values = list(val_loss_values(group.runs).values())
-        if len(values) >= 2:
-            pooled += statistics.variance(values) * (len(values) - 1)
-            df += len(values) - 1
-            n_runs, n_groups = n_runs + len(values), n_groups + 1
-    if df:
-        std = math.sqrt(pooled / df)
-        return SeedNoise(std, f"seed std {std:.4g} nats: pooled over {n_groups} finished group(s) "
-                              f"({n_runs} runs) of {model_shape} under {', '.join(roots)}")
-    return SeedNoise(DEFAULT_SEED_STD, f"seed std {DEFAULT_SEED_STD} nats assumed: repeated GPT-2 small runs "
-                     f"(docs/comparing-runs.md); no finished group of {model_shape} with >= 2 seeds under "
-                     f"{', '.join(roots)}; tiny models are 15-45x noisier")
+    groups = [v for v in (val_loss_values(g.runs) for g in group_runs(runs)) if len(v) >= 2]
+    if not groups:
+        return SeedNoise(DEFAULT_SEED_STD, f"seed std {DEFAULT_SEED_STD} nats assumed: repeated GPT-2 small runs "
+                         f"(docs/comparing-runs.md); no finished group of {model_shape} with >= 2 seeds under "
+                         f"{', '.join(roots)}; tiny models are 15-45x noisier")
+    std = math.sqrt(_pooled_variance([list(v.values()) for v in groups]))
+    source = (f"seed std {std:.4g} nats: pooled over {len(groups)} finished group(s) "
+              f"({sum(map(len, groups))} runs) of {model_shape} under {', '.join(roots)}")
+    # every two groups run on the same seeds show how much of that noise pairing by seed removes
+    diffs = [[a[s] - b[s] for s in a.keys() & b.keys()] for i, a in enumerate(groups) for b in groups[i + 1:]]
+    diffs = [d for d in diffs if len(d) >= 2]
+    if not diffs:
+        return SeedNoise(std, source)
+    diff_var = _pooled_variance(diffs)
+    return SeedNoise(std, f"{source}; paired over shared seeds ({len(diffs)} pair(s) of groups) their difference's "
+                          f"std is {math.sqrt(diff_var):.4g}", diff_var)
+
+
+def _pooled_variance(samples: list[list[float]]) -> float:
+    df = sum(len(x) - 1 for x in samples)
+    return sum(statistics.variance(x) * (len(x) - 1) for x in samples) / df
 
 
 def seeds_for_effect(effect: float, noise: SeedNoise, n_arms: int, alpha: float = 0.05) -> tuple[int | None, float]:
@@ -186,9 +201,7 @@ def seeds_for_effect(effect: float, noise: SeedNoise, n_arms: int, alpha: float 
     from minigpt.compare.stats import Difference, seeds_needed
 
     level = alpha / max(n_arms - 1, 1)
-    # paired over seeds; the seed part shared by two arms is not known from single groups, so none is
-    # credited: var(difference) = 2 x seed variance, a conservative choice
-    diff = Difference(0.0, 0.0, 0.0, 1.0, "planned", True, per_seed_var=2 * noise.std ** 2)
+    diff = Difference(0.0, 0.0, 0.0, 1.0, "planned", True, per_seed_var=noise.per_seed_var)
     return seeds_needed(effect, diff, alpha=level), level
 
 
