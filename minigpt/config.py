@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, open_dict, read_write
 
+from minigpt.halving.config import HalvingConfig
 from minigpt.run_identity import register_resolvers
 
 
@@ -129,7 +130,8 @@ class OptimConfig:
     warmup_iters: int = 700
     schedule: LRSchedule = LRSchedule.cosine
     learning_rate_decay_frac: float = 0.0  # the schedule ends at learning_rate * this
-    decay_frac: float = 0.2  # wsd: the lr decays linearly over this last fraction of the run
+    decay_frac: float = 0.2  # wsd: the lr decays over this last fraction of the run
+    decay_shape: str = "linear"  # wsd's decay: linear | 1-sqrt (Hägele et al. 2024)
     weight_decay: float = 0.1  # adamw: 2-D weights only; muon: Muon's matrices only (decoupled, lr * wd)
     beta1: float = 0.9
     beta2: float = 0.95
@@ -204,6 +206,7 @@ class TrainConfig:
     init_from: Optional[str] = path_field()
     peak_flops: Optional[float] = None  # per-device peak FLOP/s for MFU; None: look up A100/H100/H200
     objective: Optional[str] = None  # a final metric (e.g. val/loss) that the job returns, for Optuna sweeps
+    stop_at: Optional[int] = None  # pause at this step (checkpoint, then exit; rerun with a later one to go on): not hashed
     rerun: bool = False  # train a finished (or any earlier) run in this run dir again, from scratch (minigpt/rundir.py)
 
     # Separate seeds let a sweep tell initialisation noise from data-order noise; `seed` alone sets both.
@@ -301,6 +304,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     experiment: Optional[str] = None  # set by conf/experiment presets, for grouping runs
+    halving: HalvingConfig = field(default_factory=HalvingConfig)  # python -m minigpt.halving's settings (not hashed)
 
 
 def register_configs() -> None:

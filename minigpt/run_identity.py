@@ -17,8 +17,8 @@ from omegaconf import OmegaConf
 HASH_LEN = 8
 # Where a run executes and logs, how often it saves or prints, how reruns behave: not part of its identity.
 NOT_HASHED = (
-    "hydra", "cluster", "logger",
-    "train.device", "train.resume", "train.rerun", "train.objective",
+    "hydra", "cluster", "logger", "halving",
+    "train.device", "train.resume", "train.rerun", "train.objective", "train.stop_at",
     "train.checkpoint_every", "train.keep_checkpoints", "train.log_every",
     "data.cache_dir", "data.prepare",
     "eval.hellaswag.cache_dir", "eval.hellaswag.download", "eval.hellaswag.url", "eval.hellaswag.batch_size",
@@ -97,6 +97,20 @@ def run_name(cfg: Any) -> str:
     return "_".join(str(p) for p in parts) + f"-{config_hash(cfg)}"
 
 
+def trunk_name(cfg: Any, num_iterations: int, decay_frac: float) -> str:
+    """The run name of this config's halving trunk: the same run at `num_iterations` steps and wsd's
+    `decay_frac` (a branch names the trunk it forks from with `${minigpt.trunk_name:B,f}` in train.resume)."""
+    import copy
+
+    from omegaconf import open_dict, read_write
+
+    trunk = copy.deepcopy(cfg)
+    with read_write(trunk), open_dict(trunk):
+        trunk.train.num_iterations, trunk.optim.decay_frac = int(num_iterations), float(decay_frac)
+        trunk.train.resume = "auto"  # the branch's own train.resume names this resolver: not part of the identity
+    return run_name(trunk)
+
+
 def register_resolvers(schema: type) -> None:
     """`${minigpt.run_hash:}` and `${minigpt.run_name:}` for hydra.run.dir / hydra.sweep.subdir; `schema`
     (the Config dataclass) gives the defaults a run's identity leaves out. Called by minigpt.config."""
@@ -104,3 +118,5 @@ def register_resolvers(schema: type) -> None:
     _SCHEMA, _DEFAULTS = schema, None
     OmegaConf.register_new_resolver("minigpt.run_hash", lambda *, _root_: config_hash(_root_), replace=True)
     OmegaConf.register_new_resolver("minigpt.run_name", lambda *, _root_: run_name(_root_), replace=True)
+    OmegaConf.register_new_resolver("minigpt.trunk_name", lambda steps, frac, *, _root_: trunk_name(_root_, steps, frac),
+                                    replace=True)

@@ -235,6 +235,12 @@ def decide(cfg: Any, run_dir: str | os.PathLike) -> Decision:
 
         return Decision(True, finished_message(run_dir, state.step, cfg.train.num_iterations),
                         last_logged(run_dir / "metrics.jsonl"))
+    stop_at = cfg.train.stop_at
+    if stop_at is not None and state.kind == "resume" and state.step >= stop_at:  # a paused trunk, already there
+        from minigpt.loggers import last_logged
+
+        return Decision(True, f"skipped: {run_dir} is paused at step {state.step} (train.stop_at={stop_at}): "
+                              "nothing to train to that step", last_logged(run_dir / "metrics.jsonl"))
     if state.kind == "rerun_failed":
         where = f"from its checkpoint at step {state.step}" if state.step else "from the start"
         return Decision(False, f"{run_dir} failed before ({state.detail[:120]}): running it again {where}")

@@ -262,6 +262,13 @@ class Trainer:
         """`bfloat16 (auto)` when train.dtype=auto chose it, else the dtype asked for."""
         return f"{self.dtype} (auto)" if self.cfg.train.dtype.value == "auto" else self.dtype
 
+    @property
+    def end_step(self) -> int:
+        """Where this segment stops: train.num_iterations, or the earlier train.stop_at (a halving trunk's pause:
+        not part of the run's identity, so the run goes on later in the same directory with the same schedule)."""
+        tc = self.cfg.train
+        return tc.num_iterations if tc.stop_at is None else min(tc.stop_at, tc.num_iterations)
+
     def fit(self) -> dict:
         # One process per run dir (rank 0 locks, the other ranks wait to hear): before anything is written.
         lock = run_lock.acquire_for_ranks(self.run_dir, self.dist)
@@ -315,7 +322,7 @@ class Trainer:
                 if self.step == 0:  # a fresh run (a resumed one logged its step 0 already): the curves' start
                     with self.clock.paused():
                         final.update(self.run_hooks([hook for hook in hooks if hook.due(0, last=False)]))
-                while self.step < tc.num_iterations:
+                while self.step < self.end_step:
                     final.update(self._loop_step(hooks, checkpoint, checkpoints, collector))
         except BaseException as exc:
             record.fail(exc)
@@ -332,10 +339,11 @@ class Trainer:
         tc = self.cfg.train
         result = self.train_step()
         last = self.step == tc.num_iterations
+        pause = self.step == self.end_step and not last  # train.stop_at: checkpoint here, then stop
         log_now = last or self.step % tc.log_every == 0
         due = [hook for hook in hooks if hook.due(self.step, last)]
         metrics = {}
-        if log_now or due or checkpoints.wants_sync(self.step, last):
+        if log_now or due or checkpoints.wants_sync(self.step, last or pause):
             metrics, flags = self.read_metrics(result, checkpoints.signal_flags())
             checkpoints.agree(flags)  # under DDP: the signals that reached any rank, the same on all ranks
             # A non-finite step since the last sync stops the run here, naming the first bad step, before
@@ -351,6 +359,6 @@ class Trainer:
             )
         with self.clock.paused():  # evaluation and checkpoint time is not step time
             metrics.update(self.run_hooks(due))
-            checkpoints.after_step(checkpoint, last)  # periodic, final, or asked for by a signal
+            checkpoints.after_step(checkpoint, last or pause)  # periodic, final, a pause, or asked for by a signal
         collector.step(self.step)
         return metrics

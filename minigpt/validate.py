@@ -20,6 +20,7 @@ from pathlib import Path
 
 from minigpt.config import ArchConfig, Config, ModelConfig, PosEncoding, resolve_kv_heads
 from minigpt.errors import ConfigError
+from minigpt.halving.config import DECAY_SHAPES
 from minigpt.loggers import LOGGERS
 
 ZERO_STAGES = (0, 1)
@@ -87,6 +88,10 @@ def validate_train_config(cfg: Config, world_size: int = 1) -> int:
         )
     if tc.num_iterations <= 0 or tc.batch_size <= 0:
         raise ConfigError("train.num_iterations and train.batch_size must be positive")
+    if cfg.optim.decay_shape not in DECAY_SHAPES:
+        raise ConfigError(f"optim.decay_shape={cfg.optim.decay_shape!r}: choose one of {', '.join(DECAY_SHAPES)}")
+    if tc.stop_at is not None and tc.stop_at <= 0:
+        raise ConfigError(f"train.stop_at={tc.stop_at} must be a positive step (or null to train to train.num_iterations)")
     check_zero_stage(tc.zero_stage)
     micro_tokens = tc.batch_size * seq_len * world_size  # one micro-batch on every rank
     total = tc.total_batch_size or micro_tokens

@@ -30,9 +30,17 @@ def cosine(step: int, cfg: OptimConfig, num_iterations: int) -> float:
     return end + coeff * (1.0 - end)
 
 
+# How the decay falls: `left` is the fraction of the decay still ahead (1 at its first step, 1 / decay_steps
+# at its last), so a decay's factor depends only on where the step is in it, never on the run's length.
+DECAY_SHAPES: dict[str, Callable[[float], float]] = {
+    "linear": lambda left: left,
+    "1-sqrt": lambda left: 1.0 - math.sqrt(1.0 - left),  # Hägele et al. 2024
+}
+
+
 def wsd(step: int, cfg: OptimConfig, num_iterations: int) -> float:
-    """Warmup-stable-decay: linear warmup, 1 until the last decay_frac of the run, then linear down
-    towards learning_rate_decay_frac (nanochat's warmdown: the last step still takes a small step)."""
+    """Warmup-stable-decay: linear warmup, 1 until the last decay_frac of the run, then down towards
+    learning_rate_decay_frac in `decay_shape` (nanochat's warmdown: the last step still takes a small step)."""
     warm = _warmup(step, cfg)
     if warm is not None:
         return warm
@@ -40,7 +48,7 @@ def wsd(step: int, cfg: OptimConfig, num_iterations: int) -> float:
     left = num_iterations - step  # steps left, this one included
     if decay_steps <= 0 or left > decay_steps:
         return 1.0
-    progress = left / decay_steps  # 1 at the start of the decay, 1 / decay_steps at the last step
+    progress = DECAY_SHAPES[cfg.decay_shape](left / decay_steps)
     end = cfg.learning_rate_decay_frac
     return end + progress * (1.0 - end)
 

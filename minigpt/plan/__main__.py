@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sbatch", metavar="FILE", help="where to write the sbatch script (SLURM presets; "
                         "default outputs/plan/<config name>.sbatch)")
     parser.add_argument("--max-jobs", type=int, default=None, help="plan sweeps of more jobs than 1000")
+    parser.add_argument("--effect", type=float, default=None, metavar="NATS",
+                        help="seeds and GPU-hours a verdict on an effect of this many nats of val loss needs")
     args = parser.parse_args(argv)
+    if args.effect is not None and not args.effect > 0:
+        raise ConfigError(f"--effect {args.effect}: give the effect to detect as a positive number of nats, e.g. --effect 0.02")
     return _plan(args)
 
 
@@ -137,10 +141,49 @@ def _plan(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(render_sbatch(plan.sweep_config, len(plan.jobs)))
         print(f"sbatch script (not submitted): {path}")
+    if configs[0].halving.budget or args.effect is not None:
+        print()
+        print(halving_text(plan.jobs, configs, forecasts, args.effect, args.history or ["outputs"], cluster.cost_unit))
     problems = [(name, p) for name, f in zip(names, forecasts) for p in f.problems]
     for name, problem in problems:
         print(f"error: {name}: {problem}", file=sys.stderr)
     return 2 if problems else 0
+
+
+def _case_rows(cases: list, unit: str) -> tuple[list[str], list[list[str]]]:
+    full = cases[0].spend
+    rows = [[c.name, f"{c.spend.steps:,.0f}", _hours(c.spend.wall_s), _num(c.spend.gpu_hours),
+             _num(c.spend.cost, "{:.0f}"), f"{100 * c.spend.share_of(full):.0f}%"] for c in cases]
+    return ["case", "run-steps", "wall", "GPU-h", f"cost {unit}", "% of full"], rows
+
+
+def halving_text(jobs: list, configs: list, forecasts: list, effect: float | None, roots: list[str], unit: str) -> str:
+    """The halving sweep's cost cases (with a `halving:` block) and, with --effect, the seeds a verdict needs."""
+    from minigpt.plan.halving import arm_rates, arms_of, baseline_arm, checked, effect_cases, halving_cases, seed_noise
+    from minigpt.run_record import model_shape
+
+    arms, seeds = arms_of(jobs)
+    h = checked(configs, len(seeds))
+    rates = arm_rates(arms, forecasts, configs)
+    baseline = baseline_arm(h, list(arms)) if h else next(iter(arms))
+    out = []
+    if h:
+        rungs = "/".join(map(str, h.rungs))
+        out += [f"halving: {len(arms)} arms x {len(seeds)} seed(s), budget {h.budget} steps, rungs {rungs}, cooldown "
+                f"{h.cooldown:g} {h.cooldown_shape}, rule {h.rule.value}"
+                + (f" (eta {h.eta})" if h.rule.value == "top_k" else "")
+                + (f", baseline {baseline} kept to the end" if h.keep_baseline else ""),
+                _table(*_case_rows(halving_cases(h, rates, len(seeds), baseline), unit))]
+    if effect is not None:
+        noise = seed_noise(roots, model_shape(configs[0]))
+        n, level, cases = effect_cases(effect, noise, h, rates, baseline, configs[0].train.num_iterations)
+        what = f"a verdict on {effect:g} nats of val loss between {len(arms)} arms (80% power, paired t at {level:.3g})"
+        if not cases:
+            out.append(f"effect: {what} is out of reach (more than 1000 seeds per arm); {noise.source}")
+        else:
+            out += ["" if out else None, f"effect: {what} needs {n} seeds per arm; {noise.source}",
+                    _table(*_case_rows(cases, unit))]
+    return "\n".join(line for line in out if line is not None)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Successive-halving sweeps on WSD trunks with cooldown branches: `python -m minigpt.halving` (docs/halving.md)."""
