@@ -3,7 +3,7 @@
 Pools the runs of each configuration over seeds (n, mean, std, 95% CI of final val loss, final and
 best HellaSwag acc_norm per protocol, tokens/s, cost, tokens to reach the baseline's final val loss and
 that as a ratio to the baseline's tokens with a 95% CI), compares every group with the baseline
-(`--baseline arch=gpt2`, default: the first group) and says `better`, `worse` or `no detectable
+(`--baseline arch=gpt2`, default: the first group with a finished run) and says `better`, `worse` or `no detectable
 difference (|Δ| < X at 95%)`, with the seeds per group needed to tell. Prints the tables and writes
 `<out>/report.md` with val_loss.png, hellaswag.png (mean line and min-max band per group) and
 forest.png (differences with CIs). Works offline from run directories; `--wandb ENTITY/PROJECT[/GROUP]`
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="*", help="run directories, or a multirun/sweep directory holding them")
     parser.add_argument("--baseline", metavar="KEY=VALUE",
                         help="the group others are compared with, e.g. arch=gpt2 or optim.learning_rate=1e-3 "
-                             "(default: the first group); groups differing in other keys get separate tables")
+                             "(default: the first group with a finished run); groups differing in other keys get separate tables")
     parser.add_argument("--effect", type=float, metavar="X",
                         help="difference to size 'seeds needed' for (val loss in nats, HellaSwag as a fraction: "
                              "0.01 = 1 point); default: the observed difference")
