@@ -21,7 +21,10 @@ from tests.conftest import ROOT, run_cli
 PRESET = ["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "lr_sweep_halving_tiny"]
 SMALL = ["model.n_layer=1", "train.batch_size=4", "train.val_max_steps=2", "train.val_loss_every=10",
          "train.log_every=10", "halving.budget=30", "halving.rungs=[10,30]", "train.seed=1,2",
-         "optim.learning_rate=3e-3,1e-4,2.5e-3", "optim.warmup_iters=2"]
+         "optim.learning_rate=3e-3,1e-4,2.5e-3", "optim.warmup_iters=2",
+         # 2.5e-3 is consistently a little worse than 3e-3 over both seeds, so MCB rightly stops it too unless
+         # it is the kept baseline: then both good arms run to the budget and the 30x-too-small lr alone stops
+         "halving.baseline=2.5e-3"]
 
 
 def halving(args, cwd, **kw):
@@ -101,7 +104,7 @@ def test_audit_agreement_on_a_constructed_case():
     ("halving.rungs=[2,100,300]", "does not fit"),
     ("optim.schedule=cosine", "must be a WSD run"),
     ("train.seed=1", "needs >= 2 seeds"),
-    ("+model.n_head=4,2", "sweeps one key besides train.seed"),
+    ("model.n_head=4,2", "sweeps one key besides train.seed"),
     ("halving.baseline=7", "is not one of the arms"),
 ])
 def test_bad_input_is_one_error_line_before_anything_runs(tmp_path, override, message):
@@ -112,7 +115,7 @@ def test_bad_input_is_one_error_line_before_anything_runs(tmp_path, override, me
     assert not (tmp_path / "s").exists()
 
 
-def test_arms_that_differ_in_more_than_the_swept_key_and_a_sweep_dir_of_another_sweep(tmp_path):
+def test_a_sweep_dir_of_another_sweep_is_refused(tmp_path):
     sweep = tmp_path / "s"
     (sweep / "some_run").mkdir(parents=True)
     result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -120,9 +123,4 @@ def test_arms_that_differ_in_more_than_the_swept_key_and_a_sweep_dir_of_another_
     (sweep / "halving_state.json").write_text(json.dumps({"fingerprint": "another"}))
     result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert result.returncode == 2 and "holds another halving sweep" in result.stderr, result.stderr
-    # model=tiny vs tiny_ctx256_emb192 also changes the model's shape: more than the swept `model` group differs?
-    # No: a group choice is the swept key with its whole node. An experiment preset changing the optimizer is not.
-    result = run_cli(["minigpt.halving", "-m", "--config-dir", str(ROOT / "sweeps"), "--config-name",
-                      "lr_sweep_halving_tiny", f"hydra.sweep.dir={tmp_path / 't'}", "optim.learning_rate=3e-3",
-                      "model=tiny,tiny_ctx256_emb192"], tmp_path)
-    assert result.returncode == 2 and "differ in optim" in result.stderr, result.stderr
+
