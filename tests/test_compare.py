@@ -148,7 +148,9 @@ def test_report_shows_failed_and_unfinished_runs(tmp_path, capsys):
         "2.00K", "40.0%", "2h00m", "16.00", "40.00 USD", "finished"]
     assert by_name["b_crashed"]["status"] == "failed (RuntimeError: CUDA out of memory)"
     assert by_name["c_running"]["status"] == "running"
-    assert by_name["d_killed"]["status"] == "failed (stopped at step 30)"
+    # the torn last line is said, not hidden (issue 28)
+    assert by_name["d_killed"]["status"] == ("failed (stopped at step 30; 1 unreadable metrics.jsonl line skipped: "
+                                             "line 31 (torn last line))")
     assert by_name["e_never_started"]["status"] == "failed (no metrics)" and by_name["e_never_started"]["val loss"] == "-"
     # only finished runs count: one per arch group at most, and the report says how many were left out
     assert "4 of 5 runs left out of the statistics (not finished): b_crashed (failed), c_running (running), " \
