@@ -38,7 +38,8 @@ def snapshot(sweep: Path) -> dict[str, tuple]:
     out = {}
     for summary in sweep.glob("*/*/run_summary.json"):
         data = json.loads(summary.read_text())
-        out[str(summary.parent)] = (data.get("segments"), data.get("step"), (summary.parent / "metrics.jsonl").read_text())
+        out[str(summary.parent)] = (data.get("segments"), data.get("step"), (summary.parent / "metrics.jsonl").read_text(),
+                                    data.get("status"))
     return out
 
 
@@ -60,9 +61,11 @@ def test_a_clearly_worse_arm_stops_at_the_first_rung_and_a_killed_driver_resumes
     out, _ = second.communicate(timeout=900)
     assert second.returncode == 0, out
     after = snapshot(sweep)
-    for run_dir, (segments, step, metrics) in before.items():
-        if "/rung_10/" in run_dir and step == 10:  # a branch that had finished: untouched
-            assert after[run_dir] == (segments, step, metrics)
+    for run_dir, (segments, step, metrics, status) in before.items():
+        # a branch that had finished (status, not only its last step: the kill may land between the last step's
+        # summary and the finished one, and then the rerun rightly resumes it): untouched
+        if "/rung_10/" in run_dir and status == "finished":
+            assert after[run_dir] == (segments, step, metrics, status)
     state = json.loads((sweep / "halving_state.json").read_text())
     rung1 = {r["arm"]: r for r in state["decisions"][0]["results"]}
     assert rung1["0.0001"]["stopped"] and "worse than the rung's best" in rung1["0.0001"]["reason"]
