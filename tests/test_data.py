@@ -25,7 +25,7 @@ def test_shard_format_roundtrip(tmp_path):
     path = tmp_path / "x.bin"
     write_shard(path, tokens)
     header = np.fromfile(path, dtype=np.int32, count=256)
-    assert (header[0], header[1], header[2]) == (MAGIC, 1, 5) and not header[3:].any()
+    assert (header[0], header[1], header[2], header[3]) == (MAGIC, 1, 5, 65536) and not header[4:].any()  # 1 + max id
     assert path.stat().st_size == HEADER_BYTES + 2 * 5
     assert open_shard(path).tolist() == tokens.tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]  # no temp file left
