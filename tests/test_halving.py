@@ -109,9 +109,12 @@ def test_audit_agreement_on_a_constructed_case():
     ("train.seed=1", "needs >= 2 seeds"),
     ("model.n_head=4,2", "sweeps one key besides train.seed"),
     ("halving.baseline=7", "is not one of the arms"),
+    # an experiment preset brings its own optimizer recipe: the arms would differ in more than `experiment`
+    ("optim.learning_rate=3e-3 experiment=quickstart,seed_standard",
+     "the arms differ in optim.learning_rate_decay_frac as well as in the swept experiment"),
 ])
 def test_bad_input_is_one_error_line_before_anything_runs(tmp_path, override, message):
-    result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={tmp_path / 's'}", override], tmp_path)
+    result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={tmp_path / 's'}", *override.split()], tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
@@ -121,9 +124,14 @@ def test_bad_input_is_one_error_line_before_anything_runs(tmp_path, override, me
 def test_a_sweep_dir_of_another_sweep_is_refused(tmp_path):
     sweep = tmp_path / "s"
     (sweep / "some_run").mkdir(parents=True)
-    result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert result.returncode == 2 and "not this halving sweep's" in result.stderr, result.stderr
-    (sweep / "halving_state.json").write_text(json.dumps({"fingerprint": "another"}))
-    result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert result.returncode == 2 and "holds another halving sweep" in result.stderr, result.stderr
+    for state, message in [(None, "not this halving sweep's"), ('{"fingerprint": "another"}', "holds another halving sweep")]:
+        if state is not None:
+            (sweep / "halving_state.json").write_text(state)
+        result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={sweep}"], tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+            result.stderr
+        # nothing ran and nothing was written: the other sweep's dir is as it was
+        assert sorted(p.name for p in sweep.iterdir()) == (["some_run"] if state is None else ["halving_state.json", "some_run"])
+        assert state is None or (sweep / "halving_state.json").read_text() == state
 
