@@ -1,4 +1,4 @@
-"""The GPU suite: `python -m minigpt.bench --gpu-suite [overrides]`, about 7 minutes on one H100/H200.
+"""The GPU suite: `python -m minigpt.bench --gpu-suite [overrides]` (not yet timed on a GPU).
 
 For each of the four arch presets, `model=d12`, bf16 autocast, `torch.compile`, SDPA (flash kernels
 where the shapes allow), fused AdamW, sequence 1024, at the largest micro-batch of `--batch-sizes`
