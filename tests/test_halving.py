@@ -6,6 +6,7 @@ mode's agreement table on a constructed case; every bad input is one `error:` li
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,44 @@ def test_a_clearly_worse_arm_stops_at_the_first_rung_and_a_killed_driver_resumes
     assert "Stopped: 0.0001" in report and "horizon-dependent" in report and (sweep / "halving.png").exists()
     h = HalvingConfig(budget=30, rungs=[10, 30])
     assert f"{2 * 2 * run_steps(h, 1) + 2 * run_steps(h, 0):,} steps of 180" in report  # 2 arms to the end, 1 stopped
+
+
+def test_a_trunk_that_diverges_before_the_first_rung_is_diverged_and_counts_worse(tmp_path):
+    """lr 1e20 makes the trunk's gradient norm NaN at step 2, before its pause at step 8: the arm has no checkpoint
+    to branch from; the rung records it diverged and worse with the train error as the reason, the other arm goes
+    on alone, and the audit does not train the diverged trunk again."""
+    sweep = tmp_path / "sweep"
+    small = [a for a in SMALL if not a.startswith(("optim.learning_rate=", "halving.baseline="))]
+    args = [*PRESET, *small, "optim.learning_rate=3e-3,1e20", "halving.baseline=3e-3", "halving.audit=true",
+            f"hydra.sweep.dir={sweep}"]
+    result = run_cli(["minigpt.halving", *args], tmp_path, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    state = json.loads((sweep / "halving_state.json").read_text())
+    (bad,) = [a for a in state["diverged_trunks"]]
+    assert float(bad) == 1e20
+    rung1 = {r["arm"]: r for r in state["decisions"][0]["results"]}
+    assert rung1[bad]["stopped"] and rung1[bad]["worse"]
+    assert rung1[bad]["reason"].startswith("diverged: trunk seed ") and "training diverged at step 2" in rung1[bad]["reason"]
+    assert not rung1["0.003"]["stopped"]
+    assert [r["arm"] for r in state["decisions"][1]["results"]] == ["0.003"]
+    assert {r["arm"] for r in state["runs"]["branch@10"]} == {"0.003"}  # no branch forked from a diverged trunk
+    full = {r["arm"]: r for r in state["full"]["results"]}
+    assert full[bad]["worse"] and bad in state["full"]["diverged"] and not full["0.003"]["worse"]
+    trunks = [summary.parent for summary in (sweep / "trunks").glob("*/run_summary.json")]
+    for run_dir in trunks:
+        summary = json.loads((run_dir / "run_summary.json").read_text())
+        if summary["status"] == "diverged":  # trained once, never again (the audit's run to the budget skips it)
+            assert summary["segments"] == 1 and "training diverged at step 2" in summary["error"]
+            assert not list(run_dir.glob("ckpt_*.pt"))  # the guard stops it before its pause checkpoint
+        else:
+            assert summary["status"] == "finished" and summary["step"] == 30
+    assert len(trunks) == 4 and sum(json.loads((d / "run_summary.json").read_text())["status"] == "diverged" for d in trunks) == 2
+    report = (sweep / "halving_report.md").read_text()
+    assert re.search(rf"Stopped: {re.escape(bad)} \(diverged: trunk seed 1: training diverged at step 2: loss \S+, grad norm "
+                     r"\S+ \(not finite\)\)\.", report), report
+    assert "Winner: optim.learning_rate=0.003" in report
+    final = report.split("## Final", 1)[1].split("##", 1)[0]
+    assert re.search(rf"\| {re.escape(bad)} +\| 10 +\| diverged +\|", final), final
 
 
 def test_audit_agreement_on_a_constructed_case():
