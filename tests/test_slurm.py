@@ -167,3 +167,59 @@ def test_hprc_preset_without_account_fails_in_one_line_before_submitting(tmp_pat
     errors = [line for line in (res.stdout + res.stderr).splitlines() if "error:" in line]
     assert len(errors) == 1 and "cluster=grace_a100 needs a SLURM account: add cluster.account=" in errors[0]
     assert not list(tmp_path.glob("outputs/multirun/.submitit/*_*"))  # nothing was submitted
+
+
+# A minimal halving sweep (tests/test_halving.py's shape): 2 lrs x 2 seeds, budget 30, rungs 10 / 30, the 30x too
+# small lr stopped at the first rung. 10-minute jobs: no requeue here, the array per stage is what is tested.
+HALVING = ["-m", "--config-dir", str(ROOT / "sweeps"), "--config-name", "lr_sweep_halving_tiny", "model.n_layer=1",
+           "train.batch_size=4", "train.val_max_steps=2", "train.val_loss_every=10", "train.log_every=10",
+           "halving.budget=30", "halving.rungs=[10,30]", "train.seed=1,2", "optim.learning_rate=3e-3,1e-4",
+           "optim.warmup_iters=2"]
+
+
+@pytest.mark.slurm
+def test_a_halving_sweep_runs_each_stage_as_one_job_array_and_decides_as_locally(local_slurm, tmp_path):
+    """The same halving command with cluster=slurm: every stage is one submitit job array (the trunks to the
+    pause, the rung's branches, the survivors' trunks to the budget), and it ends in the same decisions, run for
+    run the same val losses, and the same report as the command run locally."""
+    on_slurm = ["cluster=slurm", "cluster.cpus_per_task=1", "cluster.mem_gb=1", "cluster.time_min=10"]
+    client = start_cli(["minigpt.halving", *HALVING, *on_slurm, f"hydra.sweep.dir={tmp_path / 'slurm'}"], tmp_path,
+                       tmp_path / "slurm.log")
+    local = start_cli(["minigpt.halving", *HALVING, f"hydra.sweep.dir={tmp_path / 'local'}"], tmp_path,
+                      tmp_path / "local.log")
+    try:
+        assert local.wait(timeout=900) == 0, (tmp_path / "local.log").read_text()[-3000:]
+        assert client.wait(timeout=1500) == 0, (tmp_path / "slurm.log").read_text()[-3000:]
+    finally:
+        for proc in (client, local):
+            if proc.poll() is None:
+                proc.kill()
+        job_ids = {p.name.split("_")[0] for p in tmp_path.glob("slurm/*/.submitit/*_*") if p.is_dir()}
+        if client.returncode != 0 and job_ids:
+            subprocess.run(["scancel", *sorted(job_ids)], capture_output=True)
+
+    states = {where: json.loads((tmp_path / where / "halving_state.json").read_text()) for where in ("local", "slurm")}
+    assert states["slurm"]["done"] == states["local"]["done"] == ["trunk@8", "branch@10", "trunk@30"]
+    # one job array per stage (submitit's folder per task: <array id>_<task>), a task per run of the stage: the
+    # trunks' folder holds trunk@8's array (4 runs) and trunk@30's (the 2 survivors' runs), the rung's folder one
+    tasks = {folder: sorted(p.name for p in (tmp_path / "slurm" / folder / ".submitit").glob("*_*") if p.is_dir())
+             for folder in ("trunks", "rung_10")}
+    arrays = {folder: sorted({name.split("_")[0] for name in names}, key=int) for folder, names in tasks.items()}
+    assert len(arrays["trunks"]) == 2 and len(arrays["rung_10"]) == 1, tasks
+    first_trunks, last_trunks = arrays["trunks"]
+    assert sum(n.startswith(first_trunks + "_") for n in tasks["trunks"]) == 4 and len(tasks["rung_10"]) == 4
+    assert sum(n.startswith(last_trunks + "_") for n in tasks["trunks"]) == 2, tasks
+    decisions = {where: state["decisions"] for where, state in states.items()}
+    assert decisions["slurm"] == decisions["local"]
+    rung1 = {r["arm"]: r for r in decisions["slurm"][0]["results"]}
+    assert rung1["0.0001"]["stopped"] and not rung1["0.003"]["stopped"]
+    assert [r["arm"] for r in decisions["slurm"][1]["results"]] == ["0.003"]
+    # the runs are the same hash-named runs, in the same places under each sweep dir
+    for stage, runs in states["local"]["runs"].items():
+        assert [r["run_dir"].replace(str(tmp_path / "local"), "") for r in runs] == \
+            [r["run_dir"].replace(str(tmp_path / "slurm"), "") for r in states["slurm"]["runs"][stage]]
+    reports = {where: (tmp_path / where / "halving_report.md").read_text() for where in ("local", "slurm")}
+    # the same report but for the measured time (the "Compute:" line) and the sweep's name
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("Compute:")]  # noqa: E731
+    assert strip(reports["slurm"]) == strip(reports["local"])
+    assert "Stopped: 0.0001" in reports["slurm"]
