@@ -58,6 +58,7 @@ def two_ranks(tmp_path_factory):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_a_run_dir_locked_by_another_process_stops_every_rank(two_ranks):
     tmp_path = two_ranks
     assert f"is in use by pid {os.getpid()}" in (tmp_path / "busy_rank0.txt").read_text()
@@ -65,6 +66,7 @@ def test_a_run_dir_locked_by_another_process_stops_every_rank(two_ranks):
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".lock"]  # no rank wrote anything there
 
 
+@pytest.mark.slow
 def test_two_ranks_match_one_process_zero0_zero1_and_resume(two_ranks):
     single, tmp_path = two_ranks / "single_adamw", two_ranks / "adamw"
     expected, expected_val = losses(single), losses(single, "val/loss")
@@ -114,6 +116,7 @@ def test_bad_distributed_settings_fail_fast(tmp_path, overrides, match):
         validate(tiny_config(*overrides))
 
 
+@pytest.mark.slow
 def test_two_ranks_with_muon_match_one_process_zero0_zero1_and_resume(two_ranks):
     """optim=muon (AdamW + Muon as one optimizer) under DDP, and under ZeRO-1 with each part sharded."""
     expected, tmp_path = losses(two_ranks / "single_muon"), two_ranks / "muon"

@@ -455,6 +455,7 @@ def test_readme_has_runnable_blocks_and_known_directives():
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+@pytest.mark.slow
 def test_readme_block(block, readme_run):
     if block.skip is not None:
         kind, _, reason = block.skip.partition(" ")

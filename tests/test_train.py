@@ -14,6 +14,7 @@ from tests.conftest import ROOT, TINY, read_losses, read_metrics, run_cli, tiny_
 FAST = ["optim.learning_rate=3e-3", "optim.warmup_iters=10", "train.sample_every=0"]
 
 
+@pytest.mark.slow
 def test_validation_loss_falls_substantially(tmp_path):
     cfg = tiny_config(*FAST, "train.num_iterations=60", "train.val_loss_every=30")
     final = Trainer(cfg, tmp_path).fit()
@@ -33,6 +34,7 @@ def test_validation_loss_falls_substantially(tmp_path):
     assert train_rows[-1]["train/lr"] < train_rows[30]["train/lr"]  # then cosine decay
 
 
+@pytest.mark.slow
 def test_overfit_single_batch_drives_loss_near_zero(tmp_path):
     cfg = tiny_config(
         "train.overfit_single_batch=true", "train.num_iterations=150", "train.batch_size=2",
