@@ -45,7 +45,7 @@ from minigpt.rng import RNGState
 from minigpt.run_record import RunRecord
 from minigpt.runtime import (autocast_context, configure_backends, math_attention_warning, pick_device, resolve_dtype,
                              seed_everything, slow_dtype_warning)
-from minigpt.validate import TRAIN_METRICS, grad_accum_steps
+from minigpt.validate import grad_accum_steps
 
 log = logging.getLogger("minigpt")
 
@@ -152,11 +152,6 @@ class Trainer:
         info = lambda: {"config": to_container(self.cfg),  # noqa: E731
                         "logger_run_id": getattr(self.logger, "run_id", None)}  # a resumed run continues it
         return Checkpoint(self.run_dir, self.dist, self.state, parts, info=info, before_save=self.guard.check)
-
-    def final_metrics(self) -> list[str]:
-        """The numeric metrics that fit() returns (every step's train/ ones and the hooks' last results)."""
-        names = [*TRAIN_METRICS, *(["train/mfu"] if self.peak_flops is not None else [])]
-        return sorted(names + [name for hook in self.hooks for name in hook.metrics])
 
     # ------------------------------------------------------------------ steps
 
