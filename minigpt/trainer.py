@@ -213,7 +213,7 @@ class Trainer:
         self.val_loader.reset()
         # The first `steps` val batches, rank r taking batches r, r+W, ...: the same set for any world size.
         W = self.dist.world_size
-        steps = min(self.cfg.train.val_max_steps, len(self.val_loader.chunks) // (self.val_loader.B * W) * W)
+        steps = min(self.cfg.train.val_max_steps, self.val_loader.num_batches())
         total = torch.zeros(2, device=self.device)  # (loss sum, batches)
         for _ in range(self.dist.rank, steps, W):
             x, y = self.val_loader.next_batch()
