@@ -363,12 +363,11 @@ def compose_typed(overrides: list[str]) -> Config:
 
     For the other entrypoints (prepare, bench), so they take the same presets and overrides.
     """
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
 
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+    from minigpt.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return to_config(compose(config_name="config", overrides=list(overrides)))
 
 

@@ -13,11 +13,12 @@ import resource
 import sys
 import time
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-GPU_PRESETS = Path(__file__).resolve().parents[1] / "conf" / "cluster" / "gpu"
+from minigpt.paths import CONF_DIR
+
+GPU_PRESETS = CONF_DIR / "cluster" / "gpu"
 
 
 @lru_cache(maxsize=1)

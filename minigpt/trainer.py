@@ -45,7 +45,7 @@ from minigpt.rng import RNGState
 from minigpt.run_record import RunRecord
 from minigpt.runtime import (autocast_context, configure_backends, math_attention_warning, pick_device, resolve_dtype,
                              seed_everything, slow_dtype_warning)
-from minigpt.validate import TRAIN_METRICS, grad_accum_steps
+from minigpt.validate import grad_accum_steps
 
 log = logging.getLogger("minigpt")
 
@@ -153,11 +153,6 @@ class Trainer:
                         "logger_run_id": getattr(self.logger, "run_id", None)}  # a resumed run continues it
         return Checkpoint(self.run_dir, self.dist, self.state, parts, info=info, before_save=self.guard.check)
 
-    def final_metrics(self) -> list[str]:
-        """The numeric metrics that fit() returns (every step's train/ ones and the hooks' last results)."""
-        names = [*TRAIN_METRICS, *(["train/mfu"] if self.peak_flops is not None else [])]
-        return sorted(names + [name for hook in self.hooks for name in hook.metrics])
-
     # ------------------------------------------------------------------ steps
 
     def train_step(self) -> StepResult:
@@ -218,7 +213,7 @@ class Trainer:
         self.val_loader.reset()
         # The first `steps` val batches, rank r taking batches r, r+W, ...: the same set for any world size.
         W = self.dist.world_size
-        steps = min(self.cfg.train.val_max_steps, len(self.val_loader.chunks) // (self.val_loader.B * W) * W)
+        steps = min(self.cfg.train.val_max_steps, self.val_loader.num_batches())
         total = torch.zeros(2, device=self.device)  # (loss sum, batches)
         for _ in range(self.dist.rank, steps, W):
             x, y = self.val_loader.next_batch()

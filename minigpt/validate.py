@@ -18,10 +18,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from minigpt.config import ArchConfig, Config, ModelConfig, PosEncoding, resolve_kv_heads
+from minigpt.config import Config
 from minigpt.errors import ConfigError
 from minigpt.halving.config import DECAY_SHAPES
 from minigpt.loggers import LOGGERS
+from minigpt.model.checks import check_model  # the model's own checks, re-exported: validate runs them all
 
 ZERO_STAGES = (0, 1)
 RESUME_MODES = ("auto", "never")  # or a checkpoint file / run directory
@@ -43,37 +44,6 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     check_logger(cfg)
     check_eval(cfg)
     check_objective(cfg)
-
-
-def check_model(arch: ArchConfig, model: ModelConfig) -> None:
-    """Shapes that cannot build."""
-    for key in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size"):
-        if getattr(model, key) <= 0:
-            raise ConfigError(f"model.{key}={getattr(model, key)} must be positive")
-    if model.n_embd % model.n_head:
-        raise ConfigError(
-            f"model.n_head={model.n_head} does not divide model.n_embd={model.n_embd}: "
-            f"pick a head count that divides the width (e.g. model.n_head={_divisor_near(model.n_embd, model.n_head)})"
-        )
-    if arch.n_kv_head is None and (arch.q_per_kv <= 0 or model.n_head % arch.q_per_kv):
-        raise ConfigError(
-            f"arch.q_per_kv={arch.q_per_kv} does not divide model.n_head={model.n_head}: "
-            "set arch.q_per_kv to a divisor of the head count, or set arch.n_kv_head"
-        )
-    n_kv = resolve_kv_heads(arch, model)
-    if n_kv <= 0 or model.n_head % n_kv:
-        raise ConfigError(
-            f"arch.n_kv_head={n_kv} does not divide model.n_head={model.n_head}: "
-            "use a key/value head count that divides the head count"
-        )
-    if arch.logit_softcap is not None and not arch.logit_softcap > 0:
-        raise ConfigError(f"arch.logit_softcap={arch.logit_softcap} must be positive (e.g. 15), or null to switch it off")
-    if arch.pos_encoding == PosEncoding.rope and (model.n_embd // model.n_head) % 2:
-        raise ConfigError(f"RoPE needs an even head dimension, got {model.n_embd // model.n_head}: change model.n_head")
-
-
-def _divisor_near(n: int, k: int) -> int:
-    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - k))
 
 
 def validate_train_config(cfg: Config, world_size: int = 1) -> int:

@@ -15,8 +15,9 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl  # Hydra's own o
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
+from minigpt.paths import CONF_DIR  # the one place the package names conf/
+
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 FIXTURES = ROOT / "tests" / "fixtures"
 # The first 200 HellaSwag validation examples in both layouts (see tests/fixtures/hellaswag/README.md).
 HELLASWAG_200 = FIXTURES / "hellaswag" / "val_ctx_only_first200.jsonl"

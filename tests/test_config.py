@@ -119,6 +119,7 @@ def test_a_leading_tilde_is_the_home_folder_in_every_path_field(tmp_path, monkey
         compose_config(["data.path=~/corpus"])
 
 
+@pytest.mark.slow
 def test_cli_expands_tilde_in_data_path_and_hydra_dirs(tmp_path):
     """`'data.path="~/corpus"'` and `'hydra.run.dir="~/..."'` / `'hydra.sweep.dir="~/..."'` use $HOME, and
     no folder named `~` appears in the working directory."""

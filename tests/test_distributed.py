@@ -31,27 +31,48 @@ def losses(run_dir, key="train/loss"):
     return {r["step"]: r[key] for r in read_metrics(run_dir) if key in r}
 
 
-def test_two_ranks_match_one_process_zero0_zero1_and_resume(tmp_path):
-    single = Trainer(tiny_config(*SHAPE), tmp_path / "single")
+MUON = ["train.batch_size=2", "train.sequence_length=32", "train.total_batch_size=256",
+        f"train.num_iterations={STEPS}", "train.val_loss_every=2", "train.sample_every=0",
+        "arch=modern", "optim=muon", "optim.muon_momentum_warmup_iters=2"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One torchrun launch (2 ranks, gloo) for both suites, `adamw` (SHAPE) and `muon` (optim=muon, arch=modern),
+    after their one-process references: start-up costs seconds per launch (tests/ddp_worker.py)."""
+    tmp_path = tmp_path_factory.mktemp("ddp")
+    single = Trainer(tiny_config(*SHAPE), tmp_path / "single_adamw")
     assert single.grad_accum == 4
     single.fit()  # also fills the token cache before the ranks start
-    expected, expected_val = losses(tmp_path / "single"), losses(tmp_path / "single", "val/loss")
-    expected_hs = {k: losses(tmp_path / "single", k) for k in HELLASWAG}
-    single_records = read_records(records_path(tmp_path / "single", STEPS))
-    assert all(list(v) == [STEPS] for v in expected_hs.values())
+    Trainer(tiny_config(*MUON), tmp_path / "single_muon").fit()
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), *SHAPE]
+           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), "adamw", *SHAPE, "--", "muon", *MUON]
     busy = run_lock.acquire(tmp_path / "busy")  # this process holds one run dir the ranks will try
     try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     finally:
         run_lock.release(busy)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_a_run_dir_locked_by_another_process_stops_every_rank(two_ranks):
+    tmp_path = two_ranks
     assert f"is in use by pid {os.getpid()}" in (tmp_path / "busy_rank0.txt").read_text()
     assert "rank 0 could not lock it" in (tmp_path / "busy_rank1.txt").read_text()
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == [".lock"]  # no rank wrote anything there
+
+
+@pytest.mark.slow
+def test_two_ranks_match_one_process_zero0_zero1_and_resume(two_ranks):
+    single, tmp_path = two_ranks / "single_adamw", two_ranks / "adamw"
+    expected, expected_val = losses(single), losses(single, "val/loss")
+    expected_hs = {k: losses(single, k) for k in HELLASWAG}
+    single_records = read_records(records_path(single, STEPS))
+    assert all(list(v) == [STEPS] for v in expected_hs.values())
 
     for run in ("zero0", "zero1"):
         got = losses(tmp_path / run)
@@ -95,19 +116,10 @@ def test_bad_distributed_settings_fail_fast(tmp_path, overrides, match):
         validate(tiny_config(*overrides))
 
 
-def test_two_ranks_with_muon_match_one_process_zero0_zero1_and_resume(tmp_path):
+@pytest.mark.slow
+def test_two_ranks_with_muon_match_one_process_zero0_zero1_and_resume(two_ranks):
     """optim=muon (AdamW + Muon as one optimizer) under DDP, and under ZeRO-1 with each part sharded."""
-    shape = ["train.batch_size=2", "train.sequence_length=32", "train.total_batch_size=256",
-             f"train.num_iterations={STEPS}", "train.val_loss_every=2", "train.sample_every=0",
-             "arch=modern", "optim=muon", "optim.muon_momentum_warmup_iters=2"]
-    Trainer(tiny_config(*shape), tmp_path / "single").fit()
-    expected = losses(tmp_path / "single")
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "tests" / "ddp_worker.py"), str(tmp_path), *shape]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected, tmp_path = losses(two_ranks / "single_muon"), two_ranks / "muon"
     # Muon's Newton-Schulz runs in bfloat16, where the ranks' different float summation order sometimes
     # flips a rounding: the losses were 1.7e-5 apart after 4 steps when this test was written.
     for run in ("zero0", "zero1"):

@@ -48,6 +48,7 @@ def test_bench_cli_prints_throughput_and_reference_ratio():
     assert bad.returncode == 2 and "arch=gpt2" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_gpu_suite_runs_shrunk_on_cpu_and_every_arch_compiles_without_graph_breaks(tmp_path):
     """The GPU suite's code path end to end at a tiny size on CPU: four arch presets compiled in bf16 autocast
     (the suite's defaults), the largest candidate micro-batch, the reference ratio and HellaSwag examples/s."""

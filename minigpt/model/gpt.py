@@ -16,9 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.config import ArchConfig, ModelConfig, PosEncoding
+from minigpt.model.checks import check_model
 from minigpt.model.components import CausalSelfAttention, make_mlp, make_norm, plain_rmsnorm
 from minigpt.model.loss import CHUNK_ELEMENTS, chunk_loss, compiled_chunk_loss, head_weight, linear_cross_entropy, logits_from
-from minigpt.validate import check_model
 
 
 def padded_vocab_size(model: ModelConfig) -> int:
