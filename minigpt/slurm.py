@@ -14,6 +14,9 @@ and register `SubmitCheck` as a Hydra callback. Before anything is submitted it
   OmegaConf's resolver cache travels in the pickle and keeps `${now:...}` fixed; pinning the plain
   string makes that independent of the cache and of any resolver that is not cached.
 
+A failed job fails in SLURM too (`SlurmLauncher`): Hydra's `run_job` keeps a job's exception in the
+JobReturn it hands back, so the job's process would exit 0 and SLURM show it COMPLETED (hydra#1928).
+
 Checkpointing at the time limit itself needs nothing here: submitit sends SIGUSR2 before the limit,
 `minigpt.resume.Checkpointer` saves at the next step boundary and then hands the signal to submitit,
 which requeues the job (`cluster.max_requeues` times at most); the requeued job resumes from the run
@@ -25,11 +28,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import DictConfig, open_dict, read_write
 
 from minigpt.errors import ConfigError
-from minigpt.validate import check_slurm_account
+from minigpt.validate import check_cluster, check_slurm_account
 
 
 def pin_sweep_dir(config: DictConfig) -> str:
@@ -80,9 +85,22 @@ class SubmitCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_slurm_account(config.cluster)
+            check_cluster(config.cluster)
             summary = check_plan(config)
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
         print(summary, file=sys.stderr)
         pin_sweep_dir(config)
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    """hydra-submitit-launcher's SLURM launcher (conf/cluster/slurm.yaml names this one), whose job raises its
+    failure instead of returning it: submitit then stores the error for the submitting side and the task exits
+    non-zero, so `sacct` / `scontrol show job` say FAILED."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:  # runs inside the job
+        job_return = super().__call__(*args, **kwargs)
+        if job_return.status == JobStatus.FAILED:
+            raise job_return._return_value  # the public property raises it as well, with Hydra's wrapping
+        return job_return

@@ -2,8 +2,11 @@
 and a checkpoint written by 2 ranks resumes under 2 ranks to the uninterrupted losses."""
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -13,7 +16,7 @@ from minigpt.errors import ConfigError
 from minigpt.eval.records import read_records, records_path
 from minigpt.trainer import Trainer
 from minigpt.validate import validate
-from tests.conftest import HELLASWAG_200, ROOT, read_metrics, tiny_config
+from tests.conftest import HELLASWAG_200, ROOT, TINY, read_metrics, run_cli, tiny_config
 
 STEPS = 4
 # micro-batch 2 x 32 tokens; 256 tokens per step = 4 micro-batches: accumulation 4 in one process,
@@ -120,3 +123,70 @@ def test_two_ranks_with_muon_match_one_process_zero0_zero1_and_resume(tmp_path):
     assert sum(len(part["state"]) for part in ckpt["optimizer"].values()) == shards[0]["params"]
     resumed = losses(tmp_path / "resumed")
     assert [resumed[s] for s in (3, 4)] == pytest.approx([expected[3], expected[4]], abs=2e-4)
+
+
+@pytest.mark.parametrize("env,message", [
+    # SLURM's first node names the master; a name no resolver knows is one line, not a hang
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "no-such-node.invalid", "SLURM_JOB_ID": "7"},
+     "rank 0 on host {host}: the master address 'no-such-node.invalid' (the first node of SLURM_JOB_NODELIST) does not resolve"),
+    # rank 1 never starts: rank 0 stops after cluster.rendezvous_timeout_s, naming it
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "{port}"},
+     "rendezvous at 127.0.0.1:{port} did not complete within 3 s (cluster.rendezvous_timeout_s): rank(s) 1 of 2 did not arrive"),
+    # rank 0 never starts: rank 1 gives up on its store within the same bound
+    ({"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "{port}"},
+     "rank 1 on host {host} could not reach rank 0's store at 127.0.0.1:{port} within 3 s"),
+])
+def test_a_join_that_cannot_complete_ends_in_one_line_and_bounded_time(tmp_path, env, message):
+    fill = {"host": socket.gethostname(), "port": free_port()}  # a port nobody listens on
+    t0 = time.monotonic()
+    res = run_cli(["minigpt.train", *TINY, "logger=none", "cluster.rendezvous_timeout_s=3", f"hydra.run.dir={tmp_path / 'run'}"],
+                  cwd=tmp_path, env_extra={k: v.format(**fill) for k, v in env.items()}, timeout=120)
+    errors = [line for line in (res.stdout + res.stderr).splitlines() if "error:" in line]
+    assert res.returncode in (1, 2) and len(errors) == 1 and message.format(**fill) in errors[0], res.stderr[-2000:]
+    assert time.monotonic() - t0 < 60  # the process start and the 3 s bound, not a default 30-minute timeout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP])
+def test_a_lost_rank_ends_the_survivor_with_one_line_naming_it(tmp_path, how):
+    """Two ranks with torchrun's variables, as each node's torchrun agent (or srun) starts them (a single
+    torchrun of both would itself end rank 0 when rank 1 dies). Rank 1 is killed (gloo: connection reset, at
+    once) or stopped (a frozen node: nothing arrives, so only the 10 s collective timeout set after the first
+    step ends the wait) while training; rank 0 exits non-zero within seconds with one line naming rank 1."""
+    port, run_dir = free_port(), tmp_path / "run"
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        out = (tmp_path / f"rank{rank}.log").open("w")  # the console: Hydra's log lines and anything on stderr
+        procs.append(subprocess.Popen([sys.executable, "-m", "minigpt.train", *TINY, "logger=none", "train.num_iterations=5000",
+                                       "train.val_loss_every=0", "train.sample_every=0", "train.checkpoint_every=0",
+                                       "cluster.collective_timeout_s=10", f"hydra.run.dir={run_dir}"],
+                                      cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.monotonic() + 300
+        while not (run_dir / "metrics.jsonl").exists() or len(read_metrics(run_dir)) < 3:  # training, past step 1
+            assert time.monotonic() < deadline and procs[0].poll() is None, (tmp_path / "rank0.log").read_text()[-3000:]
+            time.sleep(0.5)
+        os.kill(procs[1].pid, how)
+        t0 = time.monotonic()
+        assert procs[0].wait(timeout=120) == 1
+        took = time.monotonic() - t0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    # bounded: the 10 s timeout for a stopped peer plus the heartbeat's look (3 s), not torch's 30 minutes
+    assert took < (60 if how == signal.SIGSTOP else 45), took
+    console = (tmp_path / "rank0.log").read_text()
+    errors = [line for line in console.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "error: rank 0: lost a peer: rank 1 of 2 stopped responding (" in errors[0], console[-3000:]
+    assert "Traceback" not in console
+    summary = __import__("json").loads((run_dir / "run_summary.json").read_text())
+    assert summary["status"] == "failed" and "rank 1 of 2 stopped responding" in summary["error"]
