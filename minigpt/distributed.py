@@ -236,6 +236,25 @@ def wrap_model(model: torch.nn.Module, env: DistEnv, device: torch.device) -> to
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def settle_buckets(model: torch.nn.Module, batch_shape: tuple[int, int], device: torch.device, autocast) -> None:
+    """Let DDP rebuild its gradient buckets before a resumed segment's first real step.
+
+    DDP's first backward in a process all-reduces one bucket in parameter order, later ones the buckets it
+    rebuilt in the order gradients became ready; the all-reduce sums an element in an order that depends on
+    where it sits, so a resumed segment's first step would differ in the last bit from the same step of an
+    uninterrupted run (whose first backward was step 1). One throwaway forward and backward on zeros, its
+    gradients dropped and the RNG untouched, makes the resumed run's steps bit-identical to it. Collective:
+    every rank calls it at the same point."""
+    if not hasattr(model, "reducer"):  # one process: no buckets
+        return
+    tokens = torch.zeros(batch_shape, dtype=torch.long, device=device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with autocast():
+            _, loss = model(tokens, tokens)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
 def grad_sync(model: torch.nn.Module, last_micro_step: bool):
     """No all-reduce on all but the last micro-step of gradient accumulation (gradients pile up locally)."""
     if last_micro_step or not hasattr(model, "no_sync"):

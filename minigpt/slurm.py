@@ -14,8 +14,8 @@ and register `SubmitCheck` as a Hydra callback. Before anything is submitted it
   OmegaConf's resolver cache travels in the pickle and keeps `${now:...}` fixed; pinning the plain
   string makes that independent of the cache and of any resolver that is not cached.
 
-A failed job fails in SLURM too (`SlurmLauncher`): Hydra's `run_job` keeps a job's exception in the
-JobReturn it hands back, so the job's process would exit 0 and SLURM show it COMPLETED (hydra#1928).
+A failed job fails in SLURM too: the presets' launcher is hydra_plugins/minigpt_slurm's, which raises the
+job's exception where Hydra's `run_job` would keep it (the task would exit 0, SLURM show COMPLETED).
 
 Checkpointing at the time limit itself needs nothing here: submitit sends SIGUSR2 before the limit,
 `minigpt.resume.Checkpointer` saves at the next step boundary and then hands the signal to submitit,
@@ -28,9 +28,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import DictConfig, open_dict, read_write
 
 from minigpt.errors import ConfigError
@@ -93,14 +91,3 @@ class SubmitCheck(Callback):
         print(summary, file=sys.stderr)
         pin_sweep_dir(config)
 
-
-class SlurmLauncher(SubmititSlurmLauncher):
-    """hydra-submitit-launcher's SLURM launcher (conf/cluster/slurm.yaml names this one), whose job raises its
-    failure instead of returning it: submitit then stores the error for the submitting side and the task exits
-    non-zero, so `sacct` / `scontrol show job` say FAILED."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:  # runs inside the job
-        job_return = super().__call__(*args, **kwargs)
-        if job_return.status == JobStatus.FAILED:
-            raise job_return._return_value  # the public property raises it as well, with Hydra's wrapping
-        return job_return

@@ -298,6 +298,8 @@ class Trainer:
         resumed = checkpoint.resume(tc.resume, tc.num_iterations)  # before the loggers open: they continue its run
         if resumed.finished:  # already at train.num_iterations: it said so in one line; write nothing
             return last_logged(self.run_dir / "metrics.jsonl")
+        if self.step > 0:  # a resumed segment under DDP: its steps as the uninterrupted run's, bit for bit
+            distributed.settle_buckets(self.train_model, (tc.batch_size, self.seq_len), self.device, self.autocast)
         self.logger = (build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=resumed.logger_run_id,
                                      forked_from=resumed.forked_from, is_main=self.dist.is_main)
                        if self.dist.is_main else NullLogger())

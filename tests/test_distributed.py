@@ -1,12 +1,17 @@
 """Data parallelism on CPU (gloo): 2 ranks reproduce one process's losses, with and without ZeRO-1,
-and a checkpoint written by 2 ranks resumes under 2 ranks to the uninterrupted losses."""
+and a checkpoint written by 2 ranks resumes under 2 ranks to the uninterrupted losses. Joins and losses
+that end in one line and bounded time: an unresolvable master, a rank that never arrives, a rank lost
+while training (killed or frozen); the short collective timeout after the first step, and the long one
+kept where rank 0 works alone."""
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +195,34 @@ def test_a_lost_rank_ends_the_survivor_with_one_line_naming_it(tmp_path, how):
     assert "Traceback" not in console
     summary = __import__("json").loads((run_dir / "run_summary.json").read_text())
     assert summary["status"] == "failed" and "rank 1 of 2 stopped responding" in summary["error"]
+
+
+def _timeout_worker(rank: int, port: int, out_dir: str) -> None:
+    """Rank 0 works alone for 4 s (as a checkpoint write does) while rank 1 waits at a barrier under a 2 s
+    collective timeout: inside long_timeout() the wait survives, outside it fails."""
+    import torch
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    distributed.setup(torch.device("cpu"), 60)
+    distributed.shorten_timeout(2)
+    outcome = []
+    for guarded in (True, False):
+        try:
+            with distributed.long_timeout() if guarded else contextlib.nullcontext():
+                if rank == 0:
+                    time.sleep(4)
+                distributed.barrier()
+            outcome.append("ok")
+        except RuntimeError as exc:
+            outcome.append("timed out" if "Timed out" in str(exc) else str(exc))
+            break
+    (Path(out_dir) / f"rank{rank}.txt").write_text(" ".join(outcome))
+    os._exit(0)  # the group is broken after the timeout: no clean shutdown to wait for
+
+
+def test_work_rank_0_does_alone_keeps_the_long_timeout_and_the_rest_has_the_short_one(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_timeout_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn", join=True)
+    assert (tmp_path / "rank1.txt").read_text() == "ok timed out"  # waited 4 s under long_timeout(), not outside it

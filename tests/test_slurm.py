@@ -1,4 +1,5 @@
-"""SLURM through Hydra's submitit launcher, on a real single-node SLURM started by launch/local_slurm.sh.
+"""SLURM through Hydra's submitit launcher, on a real SLURM of two node daemons on this host, started by
+launch/local_slurm.sh (one-node jobs run on either node).
 
 The `slurm` test proves, in one job array (to keep CI short): `--multirun cluster=slurm` submits an
 array whose jobs both train and write metrics and checkpoints; the job whose training is longer than
@@ -7,6 +8,10 @@ resumes from that checkpoint in the same run directory, and finishes with per-st
 bit-identical to an uninterrupted run (every step logged once), all its segments logging to one W&B run.
 The script submitted is the one `python -m minigpt.plan` renders, and submitting the same command again
 finds both jobs finished: each starts, prints "skipped" and ends.
+
+A 2-node x 2-task job (4 gloo ranks) matches a one-process run's losses and, across a requeue, an
+uninterrupted 4-rank run's bit for bit, every rank on the same master; a diverging job ends FAILED in SLURM;
+job shapes the cluster cannot run stop with one line before submitting.
 """
 
 from __future__ import annotations
