@@ -109,9 +109,10 @@ def check_master_resolves(env: DistEnv, source: str) -> None:
 def rendezvous(env: DistEnv, timeout_s: float) -> "dist.Store":
     """A TCP store that every rank has reached, within `timeout_s`; else RunFailure naming the missing ranks.
 
-    Rank 0 hosts the store at master_addr:master_port; every rank writes its host name under its rank
-    and waits for all the others, so a rank that never started (or sits on an unreachable node) ends
-    the job in bounded time with its number instead of a silent hang.
+    Rank 0 (under torchrun: its agent) hosts the store at master_addr:master_port; every rank writes its
+    host name under its rank and waits for all the others, so a rank that never started (or sits on an
+    unreachable node) ends the job in bounded time with its number instead of a silent hang. Each rank's
+    heartbeat (minigpt/peers.py) starts here too, in the same store.
     """
     where = f"{env.master_addr}:{env.master_port}"
     # torchrun's agent already hosts a store at MASTER_ADDR:MASTER_PORT (every rank is its client there);
@@ -160,7 +161,7 @@ def setup(device: torch.device, rendezvous_timeout_s: float = 600.0) -> tuple[Di
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size,
                                 timeout=timedelta(seconds=LONG_TIMEOUT_S), device_id=device if device.type == "cuda" else None)
-    # every rank says where it is and whom it joined (one line each, in its own task log)
+    # every rank says where it is and whom it joined (one line each, in the run's train.log and its task log)
     node = f" (node {os.environ['SLURMD_NODENAME']})" if "SLURMD_NODENAME" in os.environ else ""
     log.info(f"distributed: rank {env.rank} (local {env.local_rank}) on {socket.gethostname()}{node}, "
              f"master {env.master_addr}:{env.master_port}")
