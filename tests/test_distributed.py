@@ -157,28 +157,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGSTOP])
-def test_a_lost_rank_ends_the_survivor_with_one_line_naming_it(tmp_path, how):
-    """Two ranks with torchrun's variables, as each node's torchrun agent (or srun) starts them (a single
-    torchrun of both would itself end rank 0 when rank 1 dies). Rank 1 is killed (gloo: connection reset, at
-    once) or stopped (a frozen node: nothing arrives, so only the 10 s collective timeout set after the first
-    step ends the wait) while training; rank 0 exits non-zero within seconds with one line naming rank 1."""
+def _worker_pid(agent_pid: int, timeout: float = 60) -> int:
+    """The one worker a torchrun agent started (its child process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.2)
+    raise AssertionError(f"torchrun agent {agent_pid} started no worker")
+
+
+@pytest.mark.parametrize("launcher,how", [("env", signal.SIGKILL), ("env", signal.SIGSTOP), ("torchrun", signal.SIGKILL)])
+def test_a_lost_rank_ends_the_survivor_with_one_line_naming_it(tmp_path, launcher, how):
+    """Two ranks, as two nodes start them: with torchrun's variables set by hand (as srun does, one process
+    per task) or by two torchrun agents (--nnodes=2, one per node; a single torchrun of both ranks would
+    itself end rank 0 when rank 1 dies). Rank 1 is killed (gloo: connection reset, at once) or stopped (a
+    frozen node: nothing arrives, so only the 10 s collective timeout set after the first step ends the wait)
+    while training; rank 0 exits non-zero within seconds with one line naming rank 1, no traceback."""
     port, run_dir = free_port(), tmp_path / "run"
+    train = ["minigpt.train", *TINY, "logger=none", "train.num_iterations=5000", "train.val_loss_every=0",
+             "train.sample_every=0", "train.checkpoint_every=0", "cluster.collective_timeout_s=10", f"hydra.run.dir={run_dir}"]
     procs = []
     for rank in (0, 1):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        if launcher == "env":
+            env.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            cmd = ["-m", *train]
+        else:  # the worker's console goes to files under logs<rank>/ (the agent prints its own report)
+            cmd = ["-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}",
+                   "--master_addr=127.0.0.1", f"--master_port={port}", "--redirects=3", f"--log-dir={tmp_path / f'logs{rank}'}",
+                   "-m", *train]
         out = (tmp_path / f"rank{rank}.log").open("w")  # the console: Hydra's log lines and anything on stderr
-        procs.append(subprocess.Popen([sys.executable, "-m", "minigpt.train", *TINY, "logger=none", "train.num_iterations=5000",
-                                       "train.val_loss_every=0", "train.sample_every=0", "train.checkpoint_every=0",
-                                       "cluster.collective_timeout_s=10", f"hydra.run.dir={run_dir}"],
-                                      cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen([sys.executable, *cmd], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT))
     try:
         deadline = time.monotonic() + 300
         while not (run_dir / "metrics.jsonl").exists() or len(read_metrics(run_dir)) < 3:  # training, past step 1
             assert time.monotonic() < deadline and procs[0].poll() is None, (tmp_path / "rank0.log").read_text()[-3000:]
             time.sleep(0.5)
-        os.kill(procs[1].pid, how)
+        os.kill(procs[1].pid if launcher == "env" else _worker_pid(procs[1].pid), how)
         t0 = time.monotonic()
         assert procs[0].wait(timeout=120) == 1
         took = time.monotonic() - t0
@@ -189,7 +206,8 @@ def test_a_lost_rank_ends_the_survivor_with_one_line_naming_it(tmp_path, how):
                 proc.wait()
     # bounded: the 10 s timeout for a stopped peer plus the heartbeat's look (3 s), not torch's 30 minutes
     assert took < (60 if how == signal.SIGSTOP else 45), took
-    console = (tmp_path / "rank0.log").read_text()
+    logs = [tmp_path / "rank0.log"] if launcher == "env" else sorted((tmp_path / "logs0").rglob("std*.log"))
+    console = "".join(path.read_text() for path in logs)
     errors = [line for line in console.splitlines() if "error:" in line]
     assert len(errors) == 1 and "error: rank 0: lost a peer: rank 1 of 2 stopped responding (" in errors[0], console[-3000:]
     assert "Traceback" not in console
