@@ -49,14 +49,19 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
     lock = None
     try:
-        dist, device = distributed.setup(pick_device(typed.train.device))  # joins the process group
+        dist, device = distributed.setup(pick_device(typed.train.device), typed.cluster.rendezvous_timeout_s)  # joins the group
         trainer = Trainer(typed, run_dir, dist=dist, device=device)  # builds; writes nothing
-        trainer.prepare_data()  # tokens into the cache (rank 0 first)
+        trainer.prepare_data()  # tokens into the cache (each node's local rank 0 first)
         trainer.load_eval_data()  # e.g. HellaSwag: the cached file, or a verified download
         lock = run_lock.acquire_for_ranks(run_dir, trainer.dist)  # the lock fit() takes (re-entrant), held from here
         rundir.claim(typed, run_dir, trainer.dist.is_main)  # train.rerun moves the old run aside; run_config.yaml
         distributed.barrier()
         return trainer.fit()
+    except RuntimeError as exc:  # a collective failed in set-up: if a peer is gone, one line naming it
+        lost = distributed.lost_peer(exc)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         run_lock.release(lock)
         distributed.shutdown()  # leave the process group (torchrun / srun ranks) cleanly
