@@ -4,7 +4,7 @@
 token cache, the process group or the network is touched (lingua's `validate_train_args`, and
 torchtitan's `Config.__post_init__`: a config that cannot train fails at the door, never halfway
 through set-up). Every problem is one `ConfigError` line saying what is wrong and how to fix it.
-Types and misspelt keys are Hydra's job (the typed schema in minigpt/config.py); this module checks
+Types and misspelt keys are Hydra's job (the typed schema in minigpt/config/); this module checks
 values and the relations between them: shapes the model cannot build, batches that do not divide,
 choices a table does not hold (`eval=`, `logger=`, protocols, W&B modes, devices, resume modes).
 

@@ -1,4 +1,4 @@
-"""Every conf/**.yaml states only what differs from the typed schema (minigpt/config.py), so the two cannot drift.
+"""Every conf/**.yaml states only what differs from the typed schema (minigpt/config/), so the two cannot drift.
 
 Read statically, file by file: each key must name a schema field, and its value must differ from what the key
 would be without it: the dataclass default, or, for a preset built on other presets of its group (cluster=
@@ -93,7 +93,7 @@ def test_every_key_is_in_the_schema_and_differs_from_what_it_would_be_without_it
     try:
         values = file_leaves(path)
     except KeyError as exc:
-        pytest.fail(f"conf/{path}: {exc.args[0]} is not a field of minigpt/config.py's schema")
+        pytest.fail(f"conf/{path}: {exc.args[0]} is not a field of minigpt/config/'s schema")
     parents = inherited(path)
     restated = []
     for key, value in values.items():

@@ -4,7 +4,7 @@ A halving sweep's runs are full-length WSD runs (the *trunks*, `train.num_iterat
 `optim.decay_frac=cooldown`); at each rung s_r < budget every surviving run branches a cooldown of
 c_r = round(cooldown * s_r) steps from its trunk's checkpoint at s_r - c_r, which is step for step a
 fresh WSD run of s_r steps; the last rung's "branch" is the trunk's own decay. This module imports
-nothing from minigpt, so the schema (minigpt/config.py) and the planner can both read it.
+nothing from minigpt, so the schema (minigpt/config/) and the planner can both read it.
 """
 
 from __future__ import annotations
