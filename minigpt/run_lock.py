@@ -127,11 +127,15 @@ class LockRunDir(Callback):
             run_dir = str(config.hydra.run.dir)
         except Exception:  # noqa: BLE001 - a run dir that only resolves later: Trainer.fit locks it
             return
-        try:
+        from minigpt.cli import cli_errors
+
+        @cli_errors  # the one boundary: busy or read-only is one `error:` line, status 2
+        def lock() -> int:
             self.key = acquire(run_dir)
-        except ConfigError as exc:  # busy, or read-only
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
+            return 0
+
+        if status := lock():
+            sys.exit(status)  # not an exception: Hydra turns a callback's exceptions into warnings
 
     def on_run_end(self, config: Any, **kwargs: Any) -> None:
         release(self.key)

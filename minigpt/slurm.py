@@ -81,13 +81,19 @@ def check_plan(config: DictConfig) -> str:
 
 class SubmitCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        from minigpt.cli import cli_errors
+
+        summary = []
+
+        @cli_errors  # the one boundary: a missing account or a job that cannot run is one `error:` line, status 2
+        def check() -> int:
             check_slurm_account(config.cluster)
             check_cluster(config.cluster)
-            summary = check_plan(config)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
-        print(summary, file=sys.stderr)
+            summary.append(check_plan(config))
+            return 0
+
+        if status := check():
+            sys.exit(status)  # not an exception: Hydra turns a callback's exceptions into warnings
+        print(summary[0], file=sys.stderr)
         pin_sweep_dir(config)
 

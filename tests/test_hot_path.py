@@ -148,10 +148,12 @@ def test_logged_rows_carry_mean_step_time_and_peak_memory(tmp_path):
     import resource
 
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # CPU: the process's peak RSS
+    # by hand for TINY: 4 sequences of 64 tokens per step; 20,015,616 FLOPs per token (tests/test_train.py derives it)
+    assert (trainer.tokens_per_step, trainer.flops_per_token) == (256, 20_015_616)
     for r in rows:
         assert 0.05 < r["train/peak_mem_gb"] <= rss_gib
-        assert r["train/tokens_per_s"] == pytest.approx(trainer.tokens_per_step / (r["train/ms_per_step"] / 1000))
-        assert r["train/mfu"] == pytest.approx(trainer.flops_per_token * r["train/tokens_per_s"] / 1e12)
+        assert r["train/tokens_per_s"] == pytest.approx(256 / (r["train/ms_per_step"] / 1000))
+        assert r["train/mfu"] == pytest.approx(20_015_616 * r["train/tokens_per_s"] / 1e12)
 
 
 # torch.cuda.get_device_name() strings as GPUs report them, and the vendor data sheet's dense peak

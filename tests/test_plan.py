@@ -200,3 +200,12 @@ def test_a_finished_cpu_run_calibrates_the_next_forecast_and_compare_shows_forec
     (row,) = [line for line in printed.splitlines() if line.startswith(f"| {second_dir.name}") and "GFLOP/s" in line]
     assert f"{forecast:,.0f}" in row and f"{measured:,.0f}" in row and "(RSS)" in row
     assert "## Forecast vs measured" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_several_jobs_that_cannot_fit_are_still_one_error_line(capsys):
+    """Through @cli_errors: the first job's problem and how many more, after the table that marks each job."""
+    assert plan_main(["-m", *GPT2, "train.batch_size=128,256", "cluster=grace_a100"]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error: ") and "out of memory" in line and "(and 1 more problem(s): see the table)" in line
+    assert out.count(" NO ") == 2

@@ -145,9 +145,10 @@ def _plan(args: argparse.Namespace) -> int:
         print()
         print(halving_text(plan.jobs, configs, forecasts, args.effect, args.history or ["outputs"], cluster.cost_unit))
     problems = [(name, p) for name, f in zip(names, forecasts) for p in f.problems]
-    for name, problem in problems:
-        print(f"error: {name}: {problem}", file=sys.stderr)
-    return 2 if problems else 0
+    if problems:  # one `error:` line through @cli_errors, after the table that marks every job
+        (name, problem), more = problems[0], len(problems) - 1
+        raise ConfigError(f"{name}: {problem}" + (f" (and {more} more problem(s): see the table)" if more else ""))
+    return 0
 
 
 def _case_rows(cases: list, unit: str) -> tuple[list[str], list[list[str]]]:
