@@ -83,7 +83,7 @@ class Trainer:
         if tc.init_from:  # fine-tuning; a resumed run's checkpoint still wins (loaded later, in fit)
             init_weights_from(self.model, tc.init_from)
         self.model.to(self.device)
-        self.forward_model = self.model.compiled() if tc.compile else self.model
+        self.forward_model = self.model.compiled(tc.compile_backend) if tc.compile else self.model
         self.train_model = distributed.wrap_model(self.forward_model, self.dist, self.device)
         optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.optimizer = distributed.shard_optimizer(optimizer, self.dist, tc.zero_stage)

@@ -39,12 +39,25 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     check_model(cfg.arch, cfg.model)
     validate_train_config(cfg, world_size)
     check_device(cfg.train.device)
+    check_compile_backend(cfg.train)
     check_optimizer(cfg)
     check_resume(cfg.train.resume)
     check_logger(cfg)
     check_eval(cfg)
     check_objective(cfg)
     check_cluster(cfg.cluster)
+
+
+def check_compile_backend(tc) -> None:
+    """A torch.compile backend that does not exist fails here, not at the first compiled step."""
+    if not tc.compile or tc.compile_backend == "inductor":
+        return
+    from torch._dynamo import list_backends  # deferred: only a non-default backend pays for the import
+
+    known = list_backends(exclude_tags=())
+    if tc.compile_backend not in known:
+        raise ConfigError(f"train.compile_backend={tc.compile_backend} is not a torch.compile backend: use inductor "
+                          f"(the default) or one of {', '.join(sorted(known))}")
 
 
 def check_cluster(cluster) -> None:

@@ -92,3 +92,11 @@ def test_muon_on_a_torch_without_it_is_refused_naming_the_version(monkeypatch):
     assert str(info.value) == ("optim=muon needs torch.optim.Muon (PyTorch 2.9 or later), this torch is 2.5.1+cu121: "
                                "upgrade torch or use optim=adamw")
     validate(tiny_config("optim=adamw"))  # AdamW runs on the older torch
+
+
+def test_an_unknown_compile_backend_is_one_line_before_anything_runs():
+    from minigpt.validate import validate
+
+    with pytest.raises(ConfigError, match=r"^train.compile_backend=inductr is not a torch.compile backend: use inductor"):
+        validate(tiny_config("train.compile=true", "train.compile_backend=inductr"))
+    validate(tiny_config("train.compile=true", "train.compile_backend=aot_eager"))  # a real one passes

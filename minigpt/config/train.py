@@ -36,6 +36,9 @@ class TrainConfig:
     data_seed: Optional[int] = None  # order of the training batches; None: seed
     device: str = "auto"  # auto: cuda, then mps, then cpu
     compile: bool = False
+    # torch.compile's backend: inductor (generated kernels); aot_eager traces the same graphs without code
+    # generation (what a graph-break check needs, in a fraction of the time)
+    compile_backend: str = "inductor"
     log_every: int = 1  # also how often the host reads the device (loss, norm, stop signals under DDP)
     gc_every: int = 100  # Python GC: automatic collection off, a collection every N steps; 0: Python's default
     checkpoint_every: int = 0  # 0: checkpoint only at the end (and on SIGTERM/SIGUSR1/SIGUSR2)
