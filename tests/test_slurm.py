@@ -167,3 +167,68 @@ def test_hprc_preset_without_account_fails_in_one_line_before_submitting(tmp_pat
     errors = [line for line in (res.stdout + res.stderr).splitlines() if "error:" in line]
     assert len(errors) == 1 and "cluster=grace_a100 needs a SLURM account: add cluster.account=" in errors[0]
     assert not list(tmp_path.glob("outputs/multirun/.submitit/*_*"))  # nothing was submitted
+
+
+@pytest.mark.slurm
+def test_submit_and_go_returns_at_once_and_its_jobs_requeue_and_finish_on_their_own(local_slurm, tmp_path):
+    """cluster.wait=false: the command submits the array, prints each job's id and run dir, and returns while
+    the jobs are still in flight; the same command again submits nothing; `minigpt.status` follows the jobs
+    (queued or running, requeued at the 1-minute limit) until both finish on their own."""
+    from minigpt.slurm_jobs import in_flight, queue_states
+    from minigpt.status import collect
+
+    n_long, n_mid = steps_lasting(45), steps_lasting(30)  # the long one outlasts its time limit: requeued
+    command = ["minigpt.train", "--multirun", *SLURM, *RUN, "logger=none", "cluster.wait=false",
+               f"train.num_iterations={n_long},{n_mid}"]
+    long_dir, mid_dir = [tmp_path / job.run_dir for job in compose_command(command[2:], multirun=True).jobs]
+    env = {"OMP_NUM_THREADS": "1"}
+    try:
+        first = run_cli(command, cwd=tmp_path, env_extra=env, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+        ids = {d: json.loads((d / "slurm_job.json").read_text())["job_id"] for d in (long_dir, mid_dir)}
+        out = first.stdout + first.stderr
+        for d in (long_dir, mid_dir):
+            assert f"  job {ids[d]}  {d.relative_to(tmp_path)}" in out
+        assert "follow them: python -m minigpt.status outputs/multirun" in out
+        assert in_flight(long_dir, queue_states()) is not None  # it returned at once: 45 s of training are ahead
+        rows, problems = collect([str(tmp_path / "outputs" / "multirun")])
+        assert problems == [] and {r.state for r in rows} <= {"queued", "running"} and {r.job_id for r in rows} == set(ids.values())
+
+        # The same command while they are in flight: nothing is submitted again, and it says which are in flight.
+        arrays = sorted((tmp_path / "outputs" / "multirun" / ".submitit").iterdir())
+        again = run_cli(command, cwd=tmp_path, env_extra=env, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        out = again.stdout + again.stderr
+        assert "nothing submitted: all 2 job(s) are in flight" in out, out[-3000:]
+        for d in (long_dir, mid_dir):
+            assert f"in flight, not submitted again: job {ids[d]} (" in out
+            assert json.loads((d / "slurm_job.json").read_text())["job_id"] == ids[d]
+        assert sorted((tmp_path / "outputs" / "multirun" / ".submitit").iterdir()) == arrays
+
+        # Nobody waits: the jobs requeue and finish by themselves; status sees them through.
+        deadline, seen = time.time() + 900, set()
+        while True:
+            rows = {r.run_dir: r for r in collect([str(tmp_path / "outputs" / "multirun")])[0]}
+            seen |= {(r.run_dir, r.state, r.detail.startswith("requeued")) for r in rows.values()}
+            if all(r.state not in ("queued", "running") for r in rows.values()):
+                break
+            assert time.time() < deadline, f"jobs still in flight: {rows}"
+            time.sleep(5)
+    finally:  # a failed test leaves nothing running (scancel of a finished job does nothing)
+        subprocess.run(["scancel", *json_ids(tmp_path)], capture_output=True)
+    long_row, mid_row = rows[long_dir], rows[mid_dir]
+    assert (mid_row.state, mid_row.step, mid_row.total) == ("finished", n_mid, n_mid)
+    assert (long_row.state, long_row.step) == ("finished", n_long)
+    requeues = json.loads((long_dir / "run_summary.json").read_text())["segments"] - 1
+    assert requeues >= 1 and long_row.detail == f"requeued {requeues}x"
+    assert (long_dir, "running", False) in seen  # seen training before its first requeue
+    assert any(d == long_dir and state in ("queued", "running") and requeued for d, state, requeued in seen)
+    assert "Requeued job" in (long_dir / "train.log").read_text()
+    shown = run_cli(["minigpt.status", "outputs/multirun"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"finished (requeued {requeues}x)" in shown.stdout and "total: 2 job(s): 2 finished" in shown.stdout
+
+
+def json_ids(root: Path) -> list[str]:
+    """The SLURM job ids recorded under `root` (to cancel what a failed test left running)."""
+    return [json.loads(p.read_text())["job_id"] for p in root.rglob("slurm_job.json")]
