@@ -21,10 +21,11 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from minigpt.cli import cli_errors
-from minigpt.compare.local_runs import Run, find_run_dirs, load_run
+from minigpt.compare.local_runs import STALE_S, Run, find_run_dirs, load_run
 from minigpt.errors import ConfigError
 from minigpt.run_record import SUMMARY_FILE
 from minigpt.slurm_jobs import ENDED, JOB_FILE, accounting_states, queue_states, recorded_job
@@ -49,6 +50,7 @@ class Row:
     eta_s: float | None
     gpu_hours: float
     gpu_hours_forecast: float | None
+    arch_model: str = ""  # "arch=<name> model=<name>": a lone run's label
 
 
 def _short(text: str, width: int = 90) -> str:
@@ -125,7 +127,18 @@ def job_state(run: Run, job: dict | None, queue: dict | None, accounting: dict) 
         return "failed", f"SLURM {ended.lower() or 'no longer runs it'} (killed?) at step {last_step(run)}"
     if run.status in ("failed", "diverged"):
         return run.status, _short(run.note) or ended.lower()
+    if run.status == "running" and summary.get("host") != socket.gethostname():  # no process to look at from here
+        age = time.time() - _timestamp(summary.get("updated_at"))
+        if age > STALE_S:  # the summary is rewritten about once a minute while a run trains
+            return "running", ", ".join(x for x in (again, f"no word for {duration(age)}: ended without saying?") if x)
     return run.status, again
+
+
+def _timestamp(iso: str | None) -> float:
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def last_step(run: Run) -> int:
@@ -153,17 +166,17 @@ def make_row(run_dir: Path, queue: dict | None, accounting: dict) -> tuple[Row, 
         forecast = so_far * total / step  # extrapolated from this run's own pace
     overrides = run.overrides or list((job or {}).get("overrides") or [])
     label = " ".join(overrides) if overrides else run_dir.name
+    arch, model = summary.get("arch") or run.cfg("arch.name"), summary.get("model") or run.cfg("model.name")
     return Row(run_dir, label, str(job["job_id"]) if job else "-", state, detail, step, total, run.last("train/loss"),
-               run.last("val/loss"), rate, eta, so_far, forecast), warning
+               run.last("val/loss"), rate, eta, so_far, forecast,
+               f"arch={arch} model={model}" if arch and model else ""), warning
 
 
 def drop_common(rows: list[Row]) -> None:
     """Label each row by what differs between the jobs (the swept values); a lone run keeps its arch and model."""
     if len(rows) < 2:
         for row in rows:
-            run = load_run(row.run_dir)
-            arch, model = run.summary.get("arch") or run.cfg("arch.name"), run.summary.get("model") or run.cfg("model.name")
-            row.label = f"arch={arch} model={model}" if arch and model else row.run_dir.name
+            row.label = row.arch_model or row.run_dir.name
         return
     split = [row.label.split() for row in rows]
     common = set.intersection(*(set(s) for s in split))
