@@ -109,6 +109,7 @@ def test_audit_agreement_on_a_constructed_case():
     ("train.seed=1", "needs >= 2 seeds"),
     ("model.n_head=4,2", "sweeps one key besides train.seed"),
     ("halving.baseline=7", "is not one of the arms"),
+    ("cluster.wait=false", "a halving sweep decides each rung from its runs' results, so it waits for every stage"),
 ])
 def test_bad_input_is_one_error_line_before_anything_runs(tmp_path, override, message):
     result = run_cli(["minigpt.halving", *PRESET, f"hydra.sweep.dir={tmp_path / 's'}", override], tmp_path)
