@@ -254,6 +254,7 @@ class ClusterConfig:
     account_required: bool = False  # the HPRC presets refuse to submit without an account
     qos: Optional[str] = None
     nodes: int = 1
+    max_nodes: Optional[int] = None  # nodes the partition has (`sinfo -p <partition> -h -o %D`); None: unknown
     tasks_per_node: int = 1  # processes per node (one per GPU once training is data-parallel)
     gpus_per_node: Optional[int] = None  # generic `--gpus-per-node`; HPRC presets use `gres` instead
     max_gpus_per_node: Optional[int] = None  # GPUs a node has (Grace: 2), checked by the forecast; None: unknown
@@ -266,6 +267,8 @@ class ClusterConfig:
     max_requeues: int = 3  # times a job may be requeued at its time limit (submitit's max_num_timeout)
     signal_delay_s: int = 120  # SIGUSR2 this many seconds before the time limit: time to checkpoint
     setup: List[str] = field(default_factory=list)  # shell lines run before the job (module load, venv)
+    rendezvous_timeout_s: int = 600  # ranks that have not all joined by then end the job, naming the missing ones
+    collective_timeout_s: int = 300  # after the first step: a collective waiting this long for a lost rank fails
     # What an hour costs here, for the forecast, the comparison report and W&B (dollars, HPRC service units...):
     # per GPU, plus per node for clusters that bill whole nodes (HPRC bills GPU jobs as whole nodes).
     gpu_hour_cost: float = 0.0
@@ -367,12 +370,11 @@ def compose_typed(overrides: list[str]) -> Config:
 
     For the other entrypoints (prepare, bench), so they take the same presets and overrides.
     """
-    from pathlib import Path
-
     from hydra import compose, initialize_config_dir
 
-    conf_dir = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+    from minigpt.paths import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return to_config(compose(config_name="config", overrides=list(overrides)))
 
 

@@ -27,10 +27,6 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") or key.startswith(p + "/") for p in prefixes)
 
 
-def is_seed_key(key: str) -> bool:
-    return _under(key, SEED_KEYS)
-
-
 def is_experiment_key(key: str) -> bool:
     """False for seeds and for keys that only say where/how a run executed (see NOT_EXPERIMENT)."""
     return not (_under(key, SEED_KEYS) or _under(key, NOT_EXPERIMENT))

@@ -22,7 +22,8 @@ keeps q, k, v (views of the qkv projection's output, so all of it; GQA: k and v 
 RoPE keeps the rotated q and k; GELU and ReLU^2 their input and output, SwiGLU gate, silu(gate), up and
 their product (and, under autocast, one 16-bit copy of its input for each of its two input
 projections); the modern switches what `switch_bytes_per_token` lists. The residual stream and norms
-stay float32 under autocast. The loss term is the lean loss's: never B x T x V logits at once.
+stay float32 under autocast. The loss term is the lean loss's: never B x T x V logits at once, and the
+same chunks compiled or not (under torch.compile its loop stays eager, each chunk compiled on its own).
 
 Optimizer state is float32: AdamW's two states per parameter; optim=muon, Muon's one (momentum) for the
 block matrices and AdamW's two for the rest; ZeRO-1, the largest shard as ZeroRedundancyOptimizer

@@ -12,12 +12,15 @@ import gc
 import resource
 import sys
 import time
+from collections import deque
+from datetime import timedelta
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
-GPU_PRESETS = Path(__file__).resolve().parents[1] / "conf" / "cluster" / "gpu"
+from minigpt.paths import CONF_DIR
+
+GPU_PRESETS = CONF_DIR / "cluster" / "gpu"
 
 
 @lru_cache(maxsize=1)
@@ -98,8 +101,9 @@ class StepClock:
     tasks and checkpoints run inside `paused()` and are not counted.
     """
 
-    def __init__(self):
+    def __init__(self, window: int = 10):
         self.start, self.steps, self.excluded = time.perf_counter(), 0, 0.0
+        self.recent: deque[tuple[int, float]] = deque(maxlen=window)  # (steps, seconds) of the last reads
 
     def tick(self) -> None:
         self.steps += 1
@@ -115,9 +119,23 @@ class StepClock:
     def read(self) -> float:
         """Mean seconds per step since the last read (call after the device caught up); restarts the clock."""
         now = time.perf_counter()
-        seconds = (now - self.start - self.excluded) / max(self.steps, 1)
+        elapsed = now - self.start - self.excluded
+        if self.steps:
+            self.recent.append((self.steps, elapsed))
+        seconds = elapsed / max(self.steps, 1)
         self.start, self.steps, self.excluded = now, 0, 0.0
         return seconds
+
+    def eta(self, steps_left: int) -> float | None:
+        """Seconds until `steps_left` more steps are done, at the mean step time of the last reads (the
+        first read, which holds compilation and warm-up, drops out once the window is full); None before one."""
+        steps = sum(n for n, _ in self.recent)
+        return steps_left * sum(t for _, t in self.recent) / steps if steps else None
+
+
+def format_eta(seconds: float | None) -> str:
+    """h:mm:ss (days spelt out past 24 h), or ? when unknown."""
+    return "?" if seconds is None else str(timedelta(seconds=round(seconds)))
 
 
 class GarbageCollection:

@@ -182,6 +182,10 @@ class Checkpoint:
 
     def save(self) -> Path | None:
         """Write ckpt_<step>.pt (rank 0); returns its path there, None on other ranks."""
+        with distributed.long_timeout():  # the other ranks wait at any_rank while rank 0 writes, however long
+            return self._save()
+
+    def _save(self) -> Path | None:
         self.before_save()
         state = self.state_dict()  # every rank takes part (ZeRO gathers optimizer shards); rank 0 writes
         step, path, failure = self.train.step, None, None

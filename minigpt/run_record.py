@@ -96,8 +96,8 @@ def record_failure(run_dir: str | os.PathLike, exc: BaseException, is_main: bool
     data = {"status": failure_status(exc), "error": error_text(exc), "ended_at": _now()}
     try:
         write_text_atomic(Path(run_dir) / SUMMARY_FILE, json.dumps(data, indent=1))
-    except OSError:
-        pass  # the error itself is still reported
+    except OSError as write_error:  # the run's own error is still reported; this says why the record is missing
+        log.warning(f"warning: could not record the failure in {Path(run_dir) / SUMMARY_FILE}: {write_error}")
 
 
 class RunRecord:

@@ -14,6 +14,9 @@ and register `SubmitCheck` as a Hydra callback. Before anything is submitted it
   OmegaConf's resolver cache travels in the pickle and keeps `${now:...}` fixed; pinning the plain
   string makes that independent of the cache and of any resolver that is not cached.
 
+A failed job fails in SLURM too: the presets' launcher is hydra_plugins/minigpt_slurm's, which raises the
+job's exception where Hydra's `run_job` would keep it (the task would exit 0, SLURM show COMPLETED).
+
 Checkpointing at the time limit itself needs nothing here: submitit sends SIGUSR2 before the limit,
 `minigpt.resume.Checkpointer` saves at the next step boundary and then hands the signal to submitit,
 which requeues the job (`cluster.max_requeues` times at most); the requeued job resumes from the run
@@ -30,7 +33,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from minigpt.errors import ConfigError
 from minigpt.slurm_launcher import check_submission
-from minigpt.validate import check_slurm_account
+from minigpt.validate import check_cluster, check_slurm_account
 
 
 def pin_sweep_dir(config: DictConfig) -> str:
@@ -81,6 +84,7 @@ class SubmitCheck(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             check_slurm_account(config.cluster)
+            check_cluster(config.cluster)
             check_submission(config)
             summary = check_plan(config)
         except ConfigError as exc:
@@ -88,3 +92,4 @@ class SubmitCheck(Callback):
             sys.exit(2)  # not an exception: Hydra turns a callback's exceptions into warnings
         print(summary, file=sys.stderr)
         pin_sweep_dir(config)
+

@@ -1,6 +1,6 @@
 """Submitting a sweep to SLURM: skip what is in flight, split big arrays, and optionally do not wait.
 
-`hydra_plugins/minigpt_launcher` (the launcher the SLURM presets name) hands its `launch` to `launch()`
+`hydra_plugins/minigpt_slurm` (the launcher the SLURM presets name) hands its `launch` to `launch()`
 here, which does what Hydra's submitit launcher does (one executor, `map_array`: one job array), and:
 
 - composes every job as the job will (minigpt/plan/compose.py) to know its run directory, and skips a

@@ -49,14 +49,19 @@ def run(cfg: DictConfig, run_dir: str) -> dict:
 
     lock = None
     try:
-        dist, device = distributed.setup(pick_device(typed.train.device))  # joins the process group
+        dist, device = distributed.setup(pick_device(typed.train.device), typed.cluster.rendezvous_timeout_s)  # joins the group
         trainer = Trainer(typed, run_dir, dist=dist, device=device)  # builds; writes nothing
-        trainer.prepare_data()  # tokens into the cache (rank 0 first)
+        trainer.prepare_data()  # tokens into the cache (each node's local rank 0 first)
         trainer.load_eval_data()  # e.g. HellaSwag: the cached file, or a verified download
         lock = run_lock.acquire_for_ranks(run_dir, trainer.dist)  # the lock fit() takes (re-entrant), held from here
         rundir.claim(typed, run_dir, trainer.dist.is_main)  # train.rerun moves the old run aside; run_config.yaml
         distributed.barrier()
         return trainer.fit()
+    except RuntimeError as exc:  # a collective failed in set-up: if a peer is gone, one line naming it
+        lost = distributed.lost_peer(exc)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         run_lock.release(lock)
         distributed.shutdown()  # leave the process group (torchrun / srun ranks) cleanly
@@ -98,6 +103,53 @@ class ValidateConfig(Callback):
         status = check()
         if status:  # not an exception: Hydra turns a callback's exceptions into warnings
             sys.exit(0 if status == FINISHED_READ_ONLY else status)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        """A multirun into a sweep dir that exists (a rerun, or a forced `hydra.sweep.subdir`): each job whose run
+        dir records a run is compared with it here, before any job starts and Hydra rewrites that job's `.hydra/`.
+        A fresh sweep dir holds no run, so a first submission pays nothing; search sweepers (Optuna) pick their
+        trials as they run, so each of their jobs checks its own dir when it starts (minigpt/rundir.py)."""
+        from pathlib import Path
+
+        from minigpt.cli import cli_errors
+
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+        except Exception:  # noqa: BLE001 - a sweep dir that only resolves per job: each job checks its own
+            return
+        if not sweep_dir.is_dir():
+            return
+        status = cli_errors(check_sweep_run_dirs)(config)
+        if status:  # not an exception: Hydra turns a callback's exceptions into warnings
+            sys.exit(status)
+
+
+def check_sweep_run_dirs(config: DictConfig) -> int:
+    """Raise RunDirTaken for the jobs of this multirun whose run dir holds a run of other settings."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from minigpt.errors import ConfigError
+    from minigpt.plan.compose import MAX_JOBS, count_sweep_jobs, expand_sweep, task_config
+    from minigpt.rundir import RUN_CONFIG_FILE, RunDirTaken, check_run_config
+
+    loader = GlobalHydra.instance().config_loader()
+    job_overrides, search_note = count_sweep_jobs(config, loader)
+    if search_note or len(job_overrides) > MAX_JOBS:
+        return 0
+    taken = []
+    for job in expand_sweep(config, loader).jobs:
+        if not (job.run_dir / RUN_CONFIG_FILE).exists():
+            continue
+        try:
+            check_run_config(to_config(task_config(job)), job.run_dir)
+        except RunDirTaken as exc:
+            taken.append(str(exc))
+        except ConfigError:
+            continue  # a job with a bad config fails on its own, as any multirun job does; the others still run
+    if taken:
+        more = f" (and {len(taken) - 1} more job(s) of this sweep)" if len(taken) > 1 else ""
+        raise RunDirTaken(taken[0] + more)
+    return 0
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

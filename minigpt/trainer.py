@@ -39,13 +39,14 @@ from minigpt.memory import estimate_memory
 from minigpt.model import GPT
 from minigpt.optim import Schedule, build_optimizer, warmup_warning
 from minigpt.plan.forecast import start_forecast
-from minigpt.perf import GarbageCollection, StepClock, device_name, mfu, peak_flops, peak_flops_hint, peak_memory_gb
+from minigpt.perf import (GarbageCollection, StepClock, device_name, format_eta, mfu, peak_flops, peak_flops_hint,
+                          peak_memory_gb)
 from minigpt.resume import Checkpoint, Checkpointer, TrainState
 from minigpt.rng import RNGState
 from minigpt.run_record import RunRecord
 from minigpt.runtime import (autocast_context, configure_backends, math_attention_warning, pick_device, resolve_dtype,
                              seed_everything, slow_dtype_warning)
-from minigpt.validate import TRAIN_METRICS, grad_accum_steps
+from minigpt.validate import grad_accum_steps
 
 log = logging.getLogger("minigpt")
 
@@ -82,7 +83,7 @@ class Trainer:
         if tc.init_from:  # fine-tuning; a resumed run's checkpoint still wins (loaded later, in fit)
             init_weights_from(self.model, tc.init_from)
         self.model.to(self.device)
-        self.forward_model = torch.compile(self.model) if tc.compile else self.model
+        self.forward_model = self.model.compiled() if tc.compile else self.model
         self.train_model = distributed.wrap_model(self.forward_model, self.dist, self.device)
         optimizer = build_optimizer(self.model, cfg.optim, self.device.type)
         self.optimizer = distributed.shard_optimizer(optimizer, self.dist, tc.zero_stage)
@@ -125,9 +126,10 @@ class Trainer:
     # ------------------------------------------------------------------ set-up steps (side effects)
 
     def prepare_data(self) -> "Trainer":
-        """Tokenize the corpus into the cache (rank 0 first, the others then read it) and open the loaders."""
+        """Tokenize the corpus into the cache (each node's local rank 0 first, the others then read it) and open
+        the loaders."""
         tc = self.cfg.train
-        with distributed.main_first(self.dist):
+        with distributed.node_first(self.dist):
             train_files, val_files = prepare_splits(self.cfg.data, log=log.info)
         # each rank reads its own slice; every token id is checked against the vocabulary once, at open
         ranks = {"rank": self.dist.rank, "world_size": self.dist.world_size, "vocab_size": self.cfg.model.vocab_size}
@@ -152,11 +154,6 @@ class Trainer:
         info = lambda: {"config": to_container(self.cfg),  # noqa: E731
                         "logger_run_id": getattr(self.logger, "run_id", None)}  # a resumed run continues it
         return Checkpoint(self.run_dir, self.dist, self.state, parts, info=info, before_save=self.guard.check)
-
-    def final_metrics(self) -> list[str]:
-        """The numeric metrics that fit() returns (every step's train/ ones and the hooks' last results)."""
-        names = [*TRAIN_METRICS, *(["train/mfu"] if self.peak_flops is not None else [])]
-        return sorted(names + [name for hook in self.hooks for name in hook.metrics])
 
     # ------------------------------------------------------------------ steps
 
@@ -218,7 +215,7 @@ class Trainer:
         self.val_loader.reset()
         # The first `steps` val batches, rank r taking batches r, r+W, ...: the same set for any world size.
         W = self.dist.world_size
-        steps = min(self.cfg.train.val_max_steps, len(self.val_loader.chunks) // (self.val_loader.B * W) * W)
+        steps = min(self.cfg.train.val_max_steps, self.val_loader.num_batches())
         total = torch.zeros(2, device=self.device)  # (loss sum, batches)
         for _ in range(self.dist.rank, steps, W):
             x, y = self.val_loader.next_batch()
@@ -296,6 +293,8 @@ class Trainer:
         resumed = checkpoint.resume(tc.resume, tc.num_iterations)  # before the loggers open: they continue its run
         if resumed.finished:  # already at train.num_iterations: it said so in one line; write nothing
             return last_logged(self.run_dir / "metrics.jsonl")
+        if self.step > 0:  # a resumed segment under DDP: its steps as the uninterrupted run's, bit for bit
+            distributed.settle_buckets(self.train_model, (tc.batch_size, self.seq_len), self.device, self.autocast)
         self.logger = (build_loggers(self.cfg, self.run_dir, warn=log.warning, run_id=resumed.logger_run_id,
                                      forked_from=resumed.forked_from, is_main=self.dist.is_main)
                        if self.dist.is_main else NullLogger())
@@ -324,8 +323,13 @@ class Trainer:
                         final.update(self.run_hooks([hook for hook in hooks if hook.due(0, last=False)]))
                 while self.step < self.end_step:
                     final.update(self._loop_step(hooks, checkpoint, checkpoints, collector))
+                    # set-up and the first (compiling) step are done: a rank lost from here ends the job in minutes
+                    distributed.shorten_timeout(self.cfg.cluster.collective_timeout_s)
         except BaseException as exc:
-            record.fail(exc)
+            lost = distributed.lost_peer(exc)  # a collective failed as a peer went: one line naming the rank
+            record.fail(lost or exc)
+            if lost:
+                raise lost from None
             raise
         finally:
             self.logger.log(record.close(self.step, self.tokens_seen), self.step)
@@ -352,10 +356,10 @@ class Trainer:
         if log_now:
             self.logger.log(metrics, self.step)
             log.info(
-                f"step {self.step:6d}/{tc.num_iterations} | loss {metrics['train/loss']:.4f} | "
-                f"lr {metrics['train/lr']:.2e} | norm {metrics['train/grad_norm']:.3f} | "
+                f"step {self.step:6d}/{tc.num_iterations} ({100 * self.step / tc.num_iterations:.0f}%) | "
+                f"loss {metrics['train/loss']:.4f} | lr {metrics['train/lr']:.2e} | norm {metrics['train/grad_norm']:.3f} | "
                 f"{metrics['train/ms_per_step']:.1f} ms | {metrics['train/tokens_per_s']:,.0f} tok/s | "
-                f"{metrics['train/peak_mem_gb']:.2f} GiB"
+                f"{metrics['train/peak_mem_gb']:.2f} GiB | ETA {format_eta(self.clock.eta(tc.num_iterations - self.step))}"
             )
         with self.clock.paused():  # evaluation and checkpoint time is not step time
             metrics.update(self.run_hooks(due))

@@ -10,7 +10,7 @@ choices a table does not hold (`eval=`, `logger=`, protocols, W&B modes, devices
 
 A few checks also run where a part is built outside training: `check_model` in `GPT.__init__`
 (HF import, forecasts on the meta device), `check_hellaswag` in `python -m minigpt.eval`, and
-`check_slurm_account` at SLURM submission (minigpt/slurm.py), the one moment it matters.
+`check_slurm_account` and `check_cluster` at SLURM submission (minigpt/slurm.py), the one moment it matters.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from minigpt.config import ArchConfig, Config, ModelConfig, PosEncoding, resolve_kv_heads
+from minigpt.config import Config
 from minigpt.errors import ConfigError
 from minigpt.halving.config import DECAY_SHAPES
 from minigpt.loggers import LOGGERS
+from minigpt.model.checks import check_model  # the model's own checks, re-exported: validate runs them all
 
 ZERO_STAGES = (0, 1)
 RESUME_MODES = ("auto", "never")  # or a checkpoint file / run directory
@@ -43,37 +44,34 @@ def validate(cfg: Config, world_size: int = 1) -> None:
     check_logger(cfg)
     check_eval(cfg)
     check_objective(cfg)
+    check_cluster(cfg.cluster)
 
 
-def check_model(arch: ArchConfig, model: ModelConfig) -> None:
-    """Shapes that cannot build."""
-    for key in ("n_layer", "n_embd", "n_head", "block_size", "vocab_size"):
-        if getattr(model, key) <= 0:
-            raise ConfigError(f"model.{key}={getattr(model, key)} must be positive")
-    if model.n_embd % model.n_head:
-        raise ConfigError(
-            f"model.n_head={model.n_head} does not divide model.n_embd={model.n_embd}: "
-            f"pick a head count that divides the width (e.g. model.n_head={_divisor_near(model.n_embd, model.n_head)})"
-        )
-    if arch.n_kv_head is None and (arch.q_per_kv <= 0 or model.n_head % arch.q_per_kv):
-        raise ConfigError(
-            f"arch.q_per_kv={arch.q_per_kv} does not divide model.n_head={model.n_head}: "
-            "set arch.q_per_kv to a divisor of the head count, or set arch.n_kv_head"
-        )
-    n_kv = resolve_kv_heads(arch, model)
-    if n_kv <= 0 or model.n_head % n_kv:
-        raise ConfigError(
-            f"arch.n_kv_head={n_kv} does not divide model.n_head={model.n_head}: "
-            "use a key/value head count that divides the head count"
-        )
-    if arch.logit_softcap is not None and not arch.logit_softcap > 0:
-        raise ConfigError(f"arch.logit_softcap={arch.logit_softcap} must be positive (e.g. 15), or null to switch it off")
-    if arch.pos_encoding == PosEncoding.rope and (model.n_embd // model.n_head) % 2:
-        raise ConfigError(f"RoPE needs an even head dimension, got {model.n_embd // model.n_head}: change model.n_head")
+def check_cluster(cluster) -> None:
+    """The job's shape: several nodes need a launcher, one task per GPU, and no more nodes than the partition has."""
+    if cluster.nodes < 1 or cluster.tasks_per_node < 1:
+        raise ConfigError(f"cluster.nodes={cluster.nodes} and cluster.tasks_per_node={cluster.tasks_per_node} must be >= 1")
+    if cluster.nodes > 1 and cluster.name == "local":
+        raise ConfigError(f"cluster.nodes={cluster.nodes} needs a SLURM preset (cluster=slurm or an HPRC one): "
+                          "cluster=local runs on this machine only; use torchrun on each node for a manual multi-node run")
+    gpus, field_name = gpus_per_node(cluster)
+    if gpus is not None and cluster.tasks_per_node != gpus:
+        raise ConfigError(f"cluster.tasks_per_node={cluster.tasks_per_node} does not match {field_name}: one data-parallel "
+                          f"task per GPU, set cluster.tasks_per_node={gpus}")
+    if cluster.max_nodes is not None and cluster.nodes > cluster.max_nodes:
+        raise ConfigError(f"cluster.nodes={cluster.nodes} is more than partition {cluster.partition}'s "
+                          f"{cluster.max_nodes} nodes (cluster.max_nodes): ask for at most {cluster.max_nodes}")
 
 
-def _divisor_near(n: int, k: int) -> int:
-    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - k))
+def gpus_per_node(cluster) -> tuple[int | None, str]:
+    """The GPUs a job asks for per node and the setting that says so: `gpus_per_node`, or the count that
+    ends a `gres` such as gpu:a100:2 (gpu:a100 alone is one); (None, "") for a CPU job."""
+    if cluster.gpus_per_node is not None:
+        return cluster.gpus_per_node, f"cluster.gpus_per_node={cluster.gpus_per_node}"
+    if cluster.gres and cluster.gres.startswith("gpu"):
+        count = cluster.gres.rsplit(":", 1)[-1]
+        return (int(count) if count.isdigit() else 1), f"cluster.gres={cluster.gres}"
+    return None, ""
 
 
 def validate_train_config(cfg: Config, world_size: int = 1) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import subprocess
 import sys
@@ -9,9 +11,13 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl  # Hydra's own override step (see compose_config)
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from minigpt.paths import CONF_DIR  # the one place the package names conf/
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
 FIXTURES = ROOT / "tests" / "fixtures"
 # The first 200 HellaSwag validation examples in both layouts (see tests/fixtures/hellaswag/README.md).
 HELLASWAG_200 = FIXTURES / "hellaswag" / "val_ctx_only_first200.jsonl"
@@ -60,10 +66,33 @@ def token_cache(tmp_path_factory):
         os.environ["MINIGPT_CACHE"] = old
 
 
-def compose_config(overrides: list[str] = (), config_name: str = "config"):
-    """Compose the primary config through Hydra's compose API (no run dir, no logging setup)."""
+@functools.lru_cache(maxsize=None)
+def _composed(group_overrides: tuple[str, ...], config_name: str) -> DictConfig:
+    """Hydra's composition of the defaults list (presets) for these group overrides, once per test session."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(group_overrides))
+
+
+def _is_value_override(override) -> bool:
+    """A plain `key=value` (or `+key=`, `~key`) that Hydra applies after composing the presets, rather than
+    a preset choice (`arch=rope`, `cluster/gpu=...`, `x@pkg=`), a sweep (`a=1,2`) or a `hydra.` key."""
+    key = override.key_or_group
+    return (override.package is None and not override.is_sweep_override() and not key.startswith("hydra")
+            and not (CONF_DIR / key.replace(".", "/")).is_dir())
+
+
+def compose_config(overrides: list[str] = (), config_name: str = "config") -> DictConfig:
+    """The primary config as Hydra's compose API makes it (no run dir, no logging setup).
+
+    Composing costs ~150 ms, so the presets are composed once per session for each set of group overrides
+    and each call gets a copy with its `key=value` overrides applied by Hydra's own override step: the
+    same result and errors as `compose(overrides=...)`, in which Hydra applies those after the presets too.
+    """
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    groups = tuple(o.input_line for o in parsed if not _is_value_override(o))
+    cfg = copy.deepcopy(_composed(groups, config_name))
+    ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if _is_value_override(o)], cfg)
+    return cfg
 
 
 def tiny_config(*overrides: str):

@@ -1,7 +1,9 @@
 """Launched by tests/test_distributed.py under torchrun (2 ranks, gloo): several trainings, one launch.
 
-Each launch of two processes costs seconds of start-up, so one launch checks plain DDP, ZeRO-1, and
-checkpoint-under-2-ranks + resume-under-2-ranks. Usage: ddp_worker.py OUT_DIR OVERRIDE...
+Each launch of two processes costs seconds of start-up, so one launch checks, for each suite of
+overrides, plain DDP, ZeRO-1, and checkpoint-under-2-ranks + resume-under-2-ranks (in OUT_DIR/NAME/),
+and once that a run dir locked by another process stops every rank.
+Usage: ddp_worker.py OUT_DIR NAME OVERRIDE... [-- NAME OVERRIDE...]...
 """
 
 import json
@@ -17,17 +19,21 @@ from minigpt.trainer import Trainer
 from tests.conftest import tiny_config
 
 
-def main(out: Path, overrides: list[str]) -> None:
+def main(out: Path, suites: list[list[str]]) -> None:
     distributed.setup(torch.device("cpu"))  # the entrypoint's set-up step: join the gloo group once, for all runs
     # out/busy is locked by the test process: rank 0 cannot lock it and every rank stops (none waits forever)
     try:
-        Trainer(tiny_config(*overrides), out / "busy").fit()
+        Trainer(tiny_config(*suites[0][1:]), out / "busy").fit()
         outcome = "trained"
     except RunDirBusy as exc:
         outcome = str(exc)
     rank = int(__import__("os").environ["RANK"])
     (out / f"busy_rank{rank}.txt").write_text(outcome)
+    for name, *overrides in suites:
+        run_suite(out / name, overrides)
 
+
+def run_suite(out: Path, overrides: list[str]) -> None:
     plain = Trainer(tiny_config(*overrides, "train.zero_stage=0"), out / "zero0")
     plain.fit()
 
@@ -43,5 +49,16 @@ def main(out: Path, overrides: list[str]) -> None:
     Trainer(tiny_config(*overrides, "train.zero_stage=1", f"train.resume={start}"), out / "resumed").fit()
 
 
+def suites(args: list[str]) -> list[list[str]]:
+    """`NAME OVERRIDE... -- NAME OVERRIDE...` -> [[NAME, OVERRIDE...], ...]."""
+    out = [[]]
+    for arg in args:
+        if arg == "--":
+            out.append([])
+        else:
+            out[-1].append(arg)
+    return out
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    main(Path(sys.argv[1]), suites(sys.argv[2:]))

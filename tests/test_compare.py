@@ -33,6 +33,7 @@ def markdown_tables(text: str) -> list[list[dict]]:
     return tables
 
 
+@pytest.mark.slow
 def test_tiny_ablation_with_seeds_ends_in_verdicts(tmp_path, capsys):
     """A real multirun of 2 archs x 2 seeds: per-example records, W&B grouping by configuration, and a
     report with the grouped table, verdict rows and the three plots; compare twice gives the same report."""
@@ -185,6 +186,7 @@ def test_compare_from_wandb_fails_in_one_line_without_key_or_network(tmp_path, c
     assert "API key" in err[0] and "127.0.0.1:9 is not reachable" in err[1] and "ENTITY/PROJECT" in err[2]
 
 
+@pytest.mark.slow
 def test_optuna_sweep_minimises_the_final_val_loss(tmp_path):
     """lr_optuna_tiny through hydra-optuna-sweeper: each job returns train.objective; the study keeps the best."""
     from omegaconf import OmegaConf

@@ -1,7 +1,5 @@
 """Every preset composes through Hydra; typos and wrong types fail before any work."""
 
-import itertools
-
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -18,13 +16,6 @@ def test_seed_presets_exist():
     assert {"gpt2", "rope", "rope_gqa", "swiglu_gqa_rope"} <= set(ARCHS)
     assert {"tiny", "d12", "d12_ctx2048_emb1024", "d24"} <= set(MODELS)
     assert {"adamw", "seed_standard"} <= set(OPTIMS)
-
-
-@pytest.mark.parametrize("arch,model,optim", list(itertools.product(ARCHS, MODELS, OPTIMS)))
-def test_every_preset_composes_typed(arch, model, optim):
-    cfg = to_config(compose_config([f"arch={arch}", f"model={model}", f"optim={optim}"]))
-    assert isinstance(cfg, Config)
-    assert cfg.arch.name == arch and cfg.model.name == model and cfg.optim.name == optim
 
 
 def test_arch_components():
@@ -128,6 +119,7 @@ def test_a_leading_tilde_is_the_home_folder_in_every_path_field(tmp_path, monkey
         compose_config(["data.path=~/corpus"])
 
 
+@pytest.mark.slow
 def test_cli_expands_tilde_in_data_path_and_hydra_dirs(tmp_path):
     """`'data.path="~/corpus"'` and `'hydra.run.dir="~/..."'` / `'hydra.sweep.dir="~/..."'` use $HOME, and
     no folder named `~` appears in the working directory."""
@@ -147,3 +139,47 @@ def test_cli_expands_tilde_in_data_path_and_hydra_dirs(tmp_path):
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     assert len(list((home / "sweep").glob("*/metrics.jsonl"))) == 1
     assert list(cwd.iterdir()) == []
+
+
+# Override lists that exercise each way tests/conftest.py's cached compose_config splits them: presets,
+# nested presets, value overrides on preset and schema keys, `+` additions, `~` deletions and experiments.
+CACHE_CASES = [
+    [],
+    ["arch=swiglu_gqa_rope", "model.n_layer=3", "train.batch_size=5"],
+    ["model=d12", "optim=muon", "optim.learning_rate=0.01", "arch.norm=rmsnorm"],
+    ["cluster=slurm", "cluster/gpu=h100", "cluster.account=abc"],
+    ["experiment=quickstart", "train.num_iterations=7", "++train.batch_size=3"],
+    ["experiment=seed_standard", "eval=hellaswag", "eval.hellaswag.limit=8", "logger=none"],
+    ["data=text", 'data.path="a/b"', "train.total_batch_size=null"],
+]
+
+
+@pytest.mark.parametrize("overrides", CACHE_CASES, ids=lambda o: " ".join(o) or "defaults")
+def test_the_cached_compose_equals_hydras_compose(overrides):
+    """tests/conftest.py composes each set of presets once and applies `key=value` overrides to a copy:
+    the result must be Hydra's own composition of the same overrides, value for value and type for type."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose(config_name="config", overrides=overrides)
+    cached = compose_config(overrides)
+    assert OmegaConf.to_yaml(cached) == OmegaConf.to_yaml(hydra_cfg)
+    assert to_config(cached) == to_config(hydra_cfg)
+    assert OmegaConf.is_struct(cached) and OmegaConf.get_type(cached) is OmegaConf.get_type(hydra_cfg)
+    cached.train.batch_size = 99  # each call gets its own copy
+    assert compose_config(overrides).train.batch_size != 99
+
+
+@pytest.mark.parametrize("overrides", [["train.batchsize=3"], ["train.num_iterations=abc"], ["arch.norm=rmsnrom"],
+                                       ["+train.batch_size=3"], ["~train.nothing"], ["arch=foo"]])
+def test_the_cached_compose_fails_as_hydras_compose_does(overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with pytest.raises(Exception) as hydra_err:
+            compose(config_name="config", overrides=overrides)
+    with pytest.raises(type(hydra_err.value)) as cached_err:
+        compose_config(overrides)
+    assert str(cached_err.value) == str(hydra_err.value)
+    assert type(cached_err.value.__cause__) is type(hydra_err.value.__cause__)

@@ -25,7 +25,7 @@ def test_shard_format_roundtrip(tmp_path):
     path = tmp_path / "x.bin"
     write_shard(path, tokens)
     header = np.fromfile(path, dtype=np.int32, count=256)
-    assert (header[0], header[1], header[2]) == (MAGIC, 1, 5) and not header[3:].any()
+    assert (header[0], header[1], header[2], header[3]) == (MAGIC, 1, 5, 65536) and not header[4:].any()  # 1 + max id
     assert path.stat().st_size == HEADER_BYTES + 2 * 5
     assert open_shard(path).tolist() == tokens.tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin"]  # no temp file left
@@ -128,3 +128,11 @@ def test_ranks_split_the_single_process_batches(shard):
 def test_context_longer_than_data_is_a_clear_error(shard):
     with pytest.raises(ConfigError, match="too few"):
         DataLoader([shard], batch_size=8, seq_len=5000)
+
+
+def test_num_batches_counts_whole_batches_a_multiple_of_the_ranks(shard):
+    """10,000 tokens cut at every 32nd: (10,000 - 1) // 32 = 312 chunks. Batches of 8: 39 whole ones; 2 ranks take
+    turns in rounds of 16 chunks: 19 rounds, 38 batches; 4 ranks in rounds of 32: 9 rounds, 36 batches."""
+    assert DataLoader([shard], batch_size=8, seq_len=32).num_batches() == 39
+    assert DataLoader([shard], batch_size=8, seq_len=32, world_size=2).num_batches() == 38
+    assert DataLoader([shard], batch_size=8, seq_len=32, world_size=4).num_batches() == 36

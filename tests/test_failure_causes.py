@@ -236,3 +236,20 @@ def test_wall_time_adds_up_over_a_killed_and_a_resumed_segment(tmp_path):
     run_rows = [r for r in read_metrics(run_dir) if "run/wall_hours" in r]
     assert len(run_rows) == 1 and run_rows[0]["run/wall_hours"] == pytest.approx(summary["wall_s"] / 3600, rel=1e-3)
     assert json.loads((run_dir / "run_summary.json").read_text())["step"] == 9
+
+
+def test_a_failure_record_that_cannot_be_written_says_so_in_one_line(tmp_path, caplog):
+    """record_failure (a job's bad config in a sweep) on a run dir where nothing can be written: one warning line
+    naming the file and why, and no exception in place of the run's own error."""
+    from minigpt.run_record import SUMMARY_FILE, record_failure
+
+    not_a_dir = tmp_path / "run"
+    not_a_dir.write_text("a file where the run dir should be")
+    with caplog.at_level("WARNING", logger="minigpt"):
+        record_failure(not_a_dir, ConfigError("model.n_head=5 does not divide model.n_embd=128"))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"warning: could not record the failure in {not_a_dir / SUMMARY_FILE}: ") and "\n" not in line
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    record_failure(ok, ConfigError("bad"))
+    assert read_summary(ok)["status"] == "failed" and read_summary(ok)["error"] == "bad"

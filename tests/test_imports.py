@@ -85,3 +85,13 @@ def test_no_import_circles():
     if tangles:  # name one circle through each tangle of mutually importing modules
         circles = [nx.find_cycle(graph.subgraph(t)) for t in tangles]
         pytest.fail("import circles: " + "; ".join(" -> ".join([*(a for a, _ in c), c[0][0]]) for c in circles))
+
+
+def test_the_model_layer_does_not_import_the_run_checks():
+    """minigpt/model/ is below validate.py (which imports the logger and eval tables): `check_model` lives in
+    minigpt/model/checks.py and validate re-exports it, never the other way round."""
+    graph = import_graph()
+    assert graph.has_edge("minigpt.validate", "minigpt.model.checks")
+    model_modules = [m for m in graph if m == "minigpt.model" or m.startswith("minigpt.model.")]
+    assert len(model_modules) >= 4
+    assert [m for m in model_modules if graph.has_edge(m, "minigpt.validate")] == []

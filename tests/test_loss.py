@@ -77,3 +77,66 @@ def test_lean_loss_without_grad_and_the_model_gradients_match_plain():
     torch.testing.assert_close(loss, plain, rtol=1e-5, atol=1e-6)
     for n, p in model.named_parameters():
         torch.testing.assert_close(lean[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+# ---------------------------------------------------------------- under torch.compile: the graph does not grow with B x T
+
+ROWS = 64  # rows per chunk in the compiled tests (chunk_elements = 64 x the padded vocabulary)
+
+
+def _tiny_gpt(**arch):
+    torch.manual_seed(0)
+    model = GPT(ArchConfig(**arch), ModelConfig(n_layer=1, n_embd=16, n_head=2, block_size=16, vocab_size=V,
+                                                vocab_pad_multiple=128))
+    model.chunk_elements = ROWS * VP
+    return model
+
+
+def _counting_backend(graphs: list[int]):
+    """aot_eager (AOTAutograd, no codegen) that records each FX graph's node count as Dynamo hands it over."""
+    from torch._dynamo.backends.registry import lookup_backend
+
+    def backend(gm, example_inputs):
+        graphs.append(len(gm.graph.nodes))
+        return lookup_backend("aot_eager")(gm, example_inputs)
+
+    return backend
+
+
+def _step(model, idx):
+    """Training loss and every parameter's gradient, then the no-grad (validation) loss."""
+    model.zero_grad()
+    _, loss = model(idx, idx.roll(-1, 1))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in getattr(model, "_orig_mod", model).named_parameters()}
+    with torch.no_grad():
+        _, val = model(idx, idx.roll(-1, 1))
+    return loss.detach(), val, grads
+
+
+@pytest.mark.parametrize("batch, softcap", [(12, None), (13, 3.0)])  # 3 chunks; 3 and a 16-row one, softcapped
+def test_compiled_chunked_loss_equals_eager(batch, softcap):
+    torch._dynamo.reset()
+    eager = _tiny_gpt(logit_softcap=softcap)
+    idx = torch.randint(0, V, (batch, 16), generator=torch.Generator().manual_seed(1))
+    assert batch * 16 // chunk_rows(batch * 16, VP, eager.chunk_elements) == 3
+    want = _step(eager, idx)
+    got = _step(eager.compiled(backend="aot_eager"), idx)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-6, atol=1e-6)
+    for n, g in want[2].items():
+        torch.testing.assert_close(got[2][n], g, rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_compiled_graphs_are_the_same_at_3_and_100_chunks():
+    """Node counts of every graph compiled for a training and a validation forward: the body's and the one
+    chunk loss's, each twice (with and without gradients), the same for 3 chunks' worth of tokens as for 100."""
+    counts = {}
+    for chunks in (3, 100):
+        torch._dynamo.reset()
+        graphs: list[int] = []
+        model = _tiny_gpt().compiled(backend=_counting_backend(graphs))
+        _step(model, torch.randint(0, V, (chunks * ROWS // 16, 16)))
+        counts[chunks] = graphs
+    assert len(counts[3]) == 4, counts  # body + chunk, with and without gradients
+    assert counts[3] == counts[100], counts

@@ -26,7 +26,9 @@ def trajectories(tmp_path_factory) -> dict[str, dict[int, float]]:
     return out
 
 
-@pytest.mark.parametrize("dtype,tolerance", [("bfloat16", 0.05), ("float16", 0.01)])
+# measured (2026-12-08, 6 steps): bf16 2.2e-4, fp16 1.1e-4 from float32; a softmax in bf16 (the loss's logits
+# not cast to float32) moves bf16 past 1e-3
+@pytest.mark.parametrize("dtype,tolerance", [("bfloat16", 1e-3), ("float16", 5e-4)])
 def test_half_precision_follows_float32_closely_but_not_exactly(trajectories, dtype, tolerance):
     """bf16 keeps 8 mantissa bits, fp16 11: both round (so the losses differ: autocast is really on), and
     neither drifts (the residual stream, norms and loss stay float32; fp16's scaler keeps gradients)."""

@@ -48,9 +48,11 @@ def test_the_best_case_lets_the_cheapest_arms_survive_but_keeps_the_baseline():
     assert best.name.startswith("best case: all but slow, fast stop")
 
 
-def test_plan_of_the_tiny_lr_halving_preset_prints_the_three_cases(capsys):
+def test_plan_of_the_tiny_lr_halving_preset_prints_the_three_cases(capsys, tmp_path):
+    # --history: an empty folder, not the checkout's outputs/, where a finished run of the preset's model would
+    # calibrate a time forecast (the "-" columns below)
     args = ["-m", "--config-dir", "sweeps", "--config-name", "lr_sweep_halving_tiny",
-            "optim.learning_rate=3e-3,1e-2", "train.seed=1,2"]
+            "optim.learning_rate=3e-3,1e-2", "train.seed=1,2", "--history", str(tmp_path)]
     assert plan_main(args) == 0
     out = capsys.readouterr().out
     rows = {line.split("  ")[0]: line.split() for line in out.splitlines() if line.startswith(("full", "worst", "best"))}

@@ -40,7 +40,8 @@ def test_shards_hold_every_document_after_an_eot_and_resume_byte_identical(docs,
     assert [f.name for f in full] == ["val_000000.bin"] + [f"train_{i:06d}.bin" for i in range(1, n)]
     for f in full:
         header = np.fromfile(f, dtype=np.int32, count=256)
-        assert (header[0], header[1]) == (MAGIC, 1) and not header[3:].any()
+        assert (header[0], header[1]) == (MAGIC, 1) and not header[4:].any()
+        assert header[3] == int(open_shard(f).max()) + 1  # 1 + its largest id, for the loader's vocabulary check
         assert f.stat().st_size == HEADER_BYTES + 2 * int(header[2])
     sizes = [len(open_shard(f)) for f in full]
     assert sizes[:-1] == [SHARD] * (n - 1) and sum(sizes) == expected.size

@@ -16,8 +16,11 @@ described in the README's "Contributing" section:
   the output of a shell command (`fill <text> = <shell>` replaces literal text, e.g. a run directory
   whose name holds a config hash); `<!-- test: exit 1 -->` expects that exit status (default 0) and
   `<!-- test: expect 1 ok, 1 failed -->` that text in the block's output;
-  `<!-- test: after Sweeps -->` runs the blocks of that section first. Several items are separated
-  by `;` or newlines.
+  `<!-- test: after Sweeps -->` runs the blocks of that section first; `<!-- test: plan -->` trains only
+  the block's first `minigpt.train -m` sweep and checks each later one with `python -m minigpt.plan` on
+  the same arguments (every job composed and validated as the train command would, nothing trained;
+  the sweep paths have their own end-to-end tests: test_compare, test_recipe_sweep, test_sweep_resume),
+  `plan all` checks every one so. Several items are separated by `;` or newlines.
 - Every `minigpt.train` command gets `SHRINK` appended (a one-layer, width-32 model for 2 steps), so
   the README shows real sizes while the test stays fast. A block may append more (`minigpt.train += ...`).
 - All blocks run in one copy of the repository (cwd), README.md first, then docs/*.md by name, each in
@@ -97,6 +100,14 @@ class Block:
     @property
     def after(self) -> list[str]:
         return [item[len("after"):].strip() for item in self.directives if item.startswith("after ")]
+
+    def planned(self) -> list[bool]:
+        """Per command: checked by `python -m minigpt.plan` instead of run (`plan`: each `minigpt.train -m`
+        command after the first; `plan all`: every one)."""
+        mode = next((item.split()[1:] or ["later"] for item in self.directives if item.split()[0] == "plan"), None)
+        sweeps = [is_sweep(cmd) for cmd in self.commands()]
+        first = sweeps.index(True) if mode == ["later"] and True in sweeps else None
+        return [mode is not None and sweep and k != first for k, sweep in enumerate(sweeps)]
 
     def extra_args(self) -> dict[str, list[str]]:
         """module or program -> arguments to append: SHRINK (or the block's `X = ...` instead), then `X += ...`."""
@@ -202,6 +213,12 @@ def runs(command: str, name: str) -> bool:
         return True
     programs = [w for w in words if "=" not in w]  # skip leading VAR=value assignments
     return bool(programs) and programs[0] == name
+
+
+def is_sweep(command: str) -> bool:
+    """Is `command` a `minigpt.train -m` (`--multirun`) sweep?"""
+    words = command.split()
+    return runs(command, "minigpt.train") and bool({"-m", "--multirun"} & set(words[words.index("minigpt.train") + 1:]))
 
 
 # ---------------------------------------------------------------------- links
@@ -374,11 +391,15 @@ class ReadmeRun:
 
     def run(self, block: Block) -> str | None:
         output = ""
-        for command in block.commands():
+        for command, planned in zip(block.commands(), block.planned()):
             if unfilled := PLACEHOLDER.findall(command):
                 return f"{command!r} has a placeholder {unfilled[0]}: fill it with <!-- test: {unfilled[0]} = <shell> -->"
-            done = subprocess.run(["bash", "-c", command], cwd=self.repo, env=self.env, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT_S)
+            if planned:
+                done = self.plan(command)
+                command = f"(planned, not run) {command}"
+            else:
+                done = subprocess.run(["bash", "-c", command], cwd=self.repo, env=self.env, capture_output=True,
+                                      text=True, timeout=COMMAND_TIMEOUT_S)
             print(f"$ {command}\n(exit {done.returncode})\n{done.stdout[-1500:]}{done.stderr[-1500:]}")
             if done.returncode != block.expected_exit:
                 tail = (done.stdout + done.stderr)[-3000:]
@@ -390,6 +411,28 @@ class ReadmeRun:
         return None
 
 
+    def plan(self, command: str) -> subprocess.CompletedProcess:
+        """`python -m minigpt.plan` on the arguments of the `minigpt.train -m` `command`, in this process (in the
+        repository copy, with its environment): composing a job costs ~0.2 s here, training it seconds."""
+        import contextlib
+        import io
+        import shlex
+
+        from minigpt.plan.__main__ import main
+
+        assert "$(" not in command and "|" not in command, f"a planned command is one plain command: {command}"
+        words = shlex.split(command)
+        out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
+        try:
+            os.environ.update(self.env)
+            with contextlib.chdir(self.repo), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(words[words.index("minigpt.train") + 1:])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return subprocess.CompletedProcess(words, code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="session")
 def readme_run(tmp_path_factory, token_cache) -> ReadmeRun:
     return ReadmeRun(tmp_path_factory.mktemp("readme"), token_cache)
@@ -399,7 +442,7 @@ def test_readme_has_runnable_blocks_and_known_directives():
     assert len(BLOCKS) >= 10
     for block in BLOCKS:
         for item in block.directives:
-            known = (item.startswith(("skip ", "after ", "expect ")) or re.fullmatch(r"exit \d+", item)
+            known = (item.startswith(("skip ", "after ", "expect ")) or re.fullmatch(r"exit \d+|plan( all)?", item)
                      or re.fullmatch(r"[\w.]+\s*\+?=.*", item) or re.fullmatch(r"(<[^>]+>|fill \S+)\s*=.+", item))
             assert known, f"{block.id}: unknown test directive {item!r}"
         if block.skip is not None:
@@ -412,6 +455,7 @@ def test_readme_has_runnable_blocks_and_known_directives():
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+@pytest.mark.slow
 def test_readme_block(block, readme_run):
     if block.skip is not None:
         kind, _, reason = block.skip.partition(" ")
@@ -448,3 +492,17 @@ def test_the_conventions_parse_as_the_readme_describes_them():
     assert third.expected_exit == 1 and third.expected_output == ["1 failed"]
     assert third.commands() == ['python -m minigpt.train -m model.n_head=5,4 train.resume=outputs/"$(echo x-9)" '
                                 "train.num_iterations=2"]
+
+
+def test_plan_checks_the_later_sweeps_of_a_block_and_plan_all_every_one():
+    text = "\n".join([
+        "## Demo",
+        "<!-- test: plan -->", "```bash",
+        "python -m minigpt.train -m a=1,2", "python -m minigpt.train b=1", "python -m minigpt.compare x",
+        "python -m minigpt.train --multirun c=1,2", "python -m minigpt.train -m d=1,2", "```",
+        "<!-- test: plan all -->", "```bash", "python -m minigpt.train -m a=1,2", "python -m minigpt.compare x", "```",
+        "```bash", "python -m minigpt.train -m a=1,2", "```",
+    ])
+    later, every, none = parse_readme(text)
+    assert later.planned() == [False, False, False, True, True]
+    assert every.planned() == [True, False] and none.planned() == [False]

@@ -62,6 +62,7 @@ def test_modern_tiny_trains_with_muon_when_asked_and_the_tiny_recipe_otherwise()
     assert (plain.optim.name, plain.optim.kind.value, plain.optim.learning_rate) == ("tiny", "adamw", 3e-3)
 
 
+@pytest.mark.slow
 def test_tiny_sweep_runs_and_compares_with_tokens_to_target(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     done = run_cli(["minigpt.train", "-m", "--config-dir", "sweeps", "--config-name", "recipe_ablation_tiny", *TINY,

@@ -60,6 +60,25 @@ def test_a_changed_setting_forced_into_a_run_dir_is_refused_and_an_extension_is_
                   run_dir).skip is False  # the way out the line names
 
 
+def test_a_multirun_forced_into_a_job_dir_with_other_settings_is_refused_before_any_job_rewrites_it(tmp_path):
+    sweep = ["minigpt.train", "-m", *TINY, *QUIET, "optim.warmup_iters=1", "train.num_iterations=2",
+             f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=forced_${hydra.job.num}"]
+    assert run_cli([*sweep, "train.seed=0,1"], cwd=ROOT).returncode == 0
+    job_dirs = [tmp_path / "forced_0", tmp_path / "forced_1"]
+    kept = {d / name: (d / name).read_bytes() for d in job_dirs for name in ("run_config.yaml", ".hydra/config.yaml")}
+
+    changed = run_cli([*sweep, "train.seed=0,1", "optim.learning_rate=4e-3"], cwd=ROOT)
+    assert changed.returncode == 2, changed.stderr[-2000:]
+    assert "Traceback" not in changed.stderr
+    (line,) = error_lines(changed)
+    assert line.startswith(f"error: {job_dirs[0]} holds a run with other settings (optim.learning_rate: 0.003 -> 0.004)")
+    assert line.endswith("(and 1 more job(s) of this sweep)")
+    assert {path: path.read_bytes() for path in kept} == kept  # no job ran, no .hydra/ rewritten
+
+    rerun = run_cli([*sweep, "train.seed=0,1"], cwd=ROOT)  # the same sweep again: its finished jobs skip
+    assert rerun.returncode == 0 and (rerun.stdout + rerun.stderr).count("already finished") == 2, rerun.stderr[-2000:]
+
+
 def test_under_wsd_an_extension_in_the_stable_phase_continues_the_schedule_exactly(tmp_path):
     wsd = [*QUIET, "optim.schedule=wsd", "optim.decay_frac=0.25", "train.checkpoint_every=2"]
 

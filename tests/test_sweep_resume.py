@@ -92,6 +92,7 @@ def _start(args: list[str], cwd) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_rerunning_a_killed_multirun_skips_the_finished_job_resumes_the_interrupted_one_and_starts_the_last(tmp_path):
     n = 16
     sweep = [*RUN, f"train.num_iterations={n}", "train.checkpoint_every=4", "train.seed=1,2,3",

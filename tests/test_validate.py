@@ -28,6 +28,8 @@ from tests.conftest import HELLASWAG_200, ROOT, TINY, run_cli, tiny_config
         ("logger.name=tensorboard", "unknown logger='tensorboard': choose one of ['none', 'wandb']"),
         ("logger.mode=onlin", "W&B mode 'onlin' (logger.mode or WANDB_MODE) is not one of online|offline|disabled"),
         ("train.objective=val/los", "train.objective=val/los is not a metric this run logs"),
+        ("cluster.nodes=2", "cluster.nodes=2 needs a SLURM preset (cluster=slurm or an HPRC one)"),  # local: one machine
+        ("cluster.gpus_per_node=2", "cluster.tasks_per_node=1 does not match cluster.gpus_per_node=2"),
     ],
 )
 def test_validate_names_the_value_and_the_fix_in_one_line(override, message):
@@ -66,7 +68,7 @@ def test_a_trainer_builds_without_touching_the_cache(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()  # nothing written into the run dir before fit()
 
 
-@pytest.mark.parametrize("override", ["model.n_head=5", "train.zero_stage=2"])
+@pytest.mark.parametrize("override", ["model.n_head=5", "train.zero_stage=2", "cluster.nodes=2"])
 def test_the_entrypoint_fails_on_a_bad_config_before_touching_the_disk(tmp_path, override):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     cache.mkdir()

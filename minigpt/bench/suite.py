@@ -1,11 +1,11 @@
-"""The GPU suite: `python -m minigpt.bench --gpu-suite [overrides]`, about 7 minutes on one H100/H200.
+"""The GPU suite: `python -m minigpt.bench --gpu-suite [overrides]` (not yet timed on a GPU).
 
 For each of the four arch presets, `model=d12`, bf16 autocast, `torch.compile`, SDPA (flash kernels
 where the shapes allow), fused AdamW, sequence 1024, at the largest micro-batch of `--batch-sizes`
 whose step fits (probed eagerly first: an eager step needs at least the compiled step's memory):
-tokens/s, MFU, peak memory, graph breaks and compiled graphs. Then the nanoGPT-style reference
-against our gpt2 row in the same process (alternating rounds, the largest batch both fit), and
-HellaSwag examples/s of the batched evaluator with the same d12 model. Overrides go after the suite's
+tokens/s, MFU, peak memory, graph breaks (besides the loss's, by design) and compiled graphs. Then the
+nanoGPT-style reference against our gpt2 row in the same process (alternating rounds, the largest batch
+both fit), and HellaSwag examples/s of the batched evaluator with the same d12 model. Overrides go after the suite's
 defaults, so the same code runs shrunk on CPU in the tests (tests/test_perf.py).
 
 Throughput does not depend on what the tokens say, so the suite trains on random-token shards and
@@ -91,10 +91,15 @@ def largest_batch(overrides: list[str], candidates: list[int], run_dir: str, ref
     return None
 
 
+# The one graph break by design: the chunked loss's loop runs eagerly (minigpt/model/loss.py).
+LOSS_BREAK = "linear_cross_entropy"
+
+
 def _graph_counters() -> tuple[int, int, list[str]]:
+    """(graph breaks other than the loss's, compiled graphs (the body's and the chunk loss's), their reasons)."""
     from torch._dynamo.utils import counters
 
-    breaks = counters["graph_break"]
+    breaks = {reason: n for reason, n in counters["graph_break"].items() if LOSS_BREAK not in reason}
     return sum(breaks.values()), counters["stats"]["unique_graphs"], sorted(breaks)
 
 

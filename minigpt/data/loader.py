@@ -65,6 +65,12 @@ class DataLoader:
                 self._order = np.arange(n)
         return self._order
 
+    def num_batches(self) -> int:
+        """Whole batches in one pass over the data, all ranks together: a multiple of the world size, so that
+        each rank takes the same number (rank r the batches r, r+W, ...)."""
+        W = self.world_size
+        return len(self.chunks) // (self.B * W) * W
+
     def reset(self) -> None:
         self.epoch, self.cursor, self._order = 0, 0, None
 

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from minigpt.errors import ConfigError
+from minigpt.paths import CONF_DIR
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 USAGE = "usage: python -m minigpt.eval <checkpoint.pt or run dir> [eval.hellaswag.limit=N] [key=value ...]"
 
 

@@ -37,6 +37,9 @@ class State:
     decisions: list[dict] = field(default_factory=list)  # RungDecision.to_dict(), the halving sweep's, in order
     full: dict | None = None  # audit mode: the decision over every arm at the budget
     runs: dict[str, list[dict]] = field(default_factory=dict)  # stage -> [{arm, seed, run_dir}]
+    # arm -> why, for arms whose trunk diverged before a pause: no checkpoint to branch from, so the rung's
+    # decision counts them diverged (worse) without a branch, and no later stage (the audit's included) runs them
+    diverged_trunks: dict[str, str] = field(default_factory=dict)
 
     @property
     def survivors(self) -> list[str] | None:
@@ -95,7 +98,7 @@ def read_results(runs: list[dict], step: int) -> tuple[dict[str, dict[str, float
     for r in runs:
         run = load_run(r["run_dir"])
         if run.status == "diverged":
-            diverged.setdefault(r["arm"], f"seed {r['seed']}: {run.note or 'non-finite loss'}"[:200])
+            diverged.setdefault(r["arm"], diverged_reason(r, run.note))
             continue
         at = [v for s, v in run.series("val/loss") if s == step]
         if not at:
@@ -112,32 +115,49 @@ def run_sweep(sweep: Sweep) -> State:
     save_state(sweep, state)
     h = sweep.halving
     for stage in sweep.stages():
-        alive = state.survivors or list(sweep.arms)
+        alive = state.survivors if state.survivors is not None else list(sweep.arms)
         final_trunk = stage.kind == "trunk" and stage.rung == h.budget
-        arms = list(sweep.arms) if (final_trunk and h.audit) else alive
+        arms = [a for a in (sweep.arms if (final_trunk and h.audit) else alive) if a not in state.diverged_trunks]
         if stage.name not in state.done:
-            launch(sweep, stage, arms)
-            state.runs[stage.name] = stage_runs(sweep, stage, arms)
+            if arms:  # every arm diverged: nothing left to run
+                launch(sweep, stage, arms)
+            state.runs[stage.name] = stage_runs(sweep, stage, arms) if arms else []
             if stage.kind == "branch" or final_trunk:
-                rung_step = stage.rung
-                values, diverged = read_results(state.runs[stage.name], rung_step)
+                values, diverged = read_results(state.runs[stage.name], stage.rung)
+                diverged = {**state.diverged_trunks, **diverged}
                 mine = {a: values[a] for a in alive if a in values}
                 gone = {a: diverged[a] for a in alive if a in diverged}
                 state.decisions.append(decide_rung(h, stage.rung, mine, gone, sweep.baseline, final_trunk).to_dict())
                 if final_trunk and h.audit:
                     state.full = decide_rung(h, stage.rung, values, diverged, sweep.baseline, True).to_dict()
-            elif stage.kind == "trunk":
-                check_paused(state.runs[stage.name], stage.step)
+            else:
+                state.diverged_trunks.update(check_paused(state.runs[stage.name], stage.step))
             state.done.append(stage.name)
             save_state(sweep, state)
         log.info(f"halving: {stage.name} done")
     return state
 
 
-def check_paused(runs: list[dict], step: int) -> None:
-    from minigpt.checkpoint import checkpoint_path
+def diverged_reason(r: dict, note: str) -> str:
+    """The run's own error up to its advice (`training diverged at step N: loss .., grad norm ..`; its
+    train.log has the rest)."""
+    return f"seed {r['seed']}: {(note or 'non-finite loss').split(';')[0]}"[:200]
 
+
+def check_paused(runs: list[dict], step: int) -> dict[str, str]:
+    """Every trunk of the stage paused at `step`, or diverged before it: {arm: why} for those that diverged
+    (their arm is out, counted worse); any other trunk without its checkpoint stops the driver, to be rerun."""
+    from minigpt.checkpoint import checkpoint_path
+    from minigpt.compare.local_runs import load_run
+
+    diverged: dict[str, str] = {}
     for r in runs:
-        if not Path(checkpoint_path(r["run_dir"], step)).exists():
+        if Path(checkpoint_path(r["run_dir"], step)).exists():
+            continue
+        run = load_run(r["run_dir"])
+        if run.status == "diverged":
+            diverged.setdefault(r["arm"], "trunk " + diverged_reason(r, run.note))
+        else:
             raise RunFailure(f"trunk {r['run_dir']} has no checkpoint at step {step} (its run_summary.json and "
                              "train.log say why): fix it and rerun the same command to resume")
+    return diverged

@@ -9,15 +9,16 @@ zero with `arch.zero_init_proj` (modded-nanogpt, nanochat), so every block start
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minigpt.config import ArchConfig, ModelConfig, PosEncoding
+from minigpt.model.checks import check_model
 from minigpt.model.components import CausalSelfAttention, make_mlp, make_norm, plain_rmsnorm
-from minigpt.model.loss import head_weight, linear_cross_entropy, logits_from
-from minigpt.validate import check_model
+from minigpt.model.loss import CHUNK_ELEMENTS, chunk_loss, compiled_chunk_loss, head_weight, linear_cross_entropy, logits_from
 
 
 def padded_vocab_size(model: ModelConfig) -> int:
@@ -42,6 +43,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    chunk_elements = CHUNK_ELEMENTS  # logits per chunk of the training loss (tests shrink it)
+
     def __init__(self, arch: ArchConfig, model: ModelConfig):
         super().__init__()
         check_model(arch, model)  # the checks validate() runs, for a GPT built outside training
@@ -58,6 +61,7 @@ class GPT(nn.Module):
         if arch.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # tied input/output embeddings
         self.apply(self._init_weights)
+        self.chunk_loss = chunk_loss  # one chunk of the training loss: compiled on its own by `compiled`
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -80,7 +84,16 @@ class GPT(nn.Module):
         if targets is None:
             return self.head(x), None
         # all padded rows on every device (aligned matmuls; the padding gets -inf logits inside the loss)
-        return None, linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size, self.arch.logit_softcap)
+        return None, linear_cross_entropy(x, self.lm_head.weight, targets, self.vocab_size, self.arch.logit_softcap,
+                                          self.chunk_elements, self.chunk_loss)
+
+    def compiled(self, backend: str | Callable = "inductor") -> nn.Module:
+        """This model under torch.compile, for training and validation steps: the body is one graph, the
+        chunked loss's loop stays eager (one deliberate graph break) and each chunk's loss is compiled on its
+        own, so the graphs do not grow with B x T (minigpt/model/loss.py). Called directly, `self` runs its
+        body eagerly (evaluation, sampling) and its loss with the compiled chunk."""
+        self.chunk_loss = compiled_chunk_loss(backend)
+        return torch.compile(self, backend=backend)
 
     def body(self, idx: torch.Tensor, positions: torch.Tensor | None = None,
              attn_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,9 +15,18 @@ device: on CPU too the padded multiply measured faster (`python -m minigpt.bench
 128 and 768). For returned logits (evaluation, sampling) `head_weight` picks per device: CUDA the padded
 rows, CPU the real ones, which keeps the logits contiguous for the log-softmax that follows (10% faster
 at width 128, the size CPU runs use; see the README for both measurements).
+
+Under torch.compile the chunk loop stays out of the graph (torchtitan keeps its head out too): unrolled,
+it made the graph grow with B x T (103 chunks at 64 x 1024, tracing 1 s -> 13 s, twice: training and
+validation). `linear_cross_entropy` is `torch.compiler.disable`d, so a compiled model breaks its graph
+once there, and `compiled_chunk_loss` compiles one chunk's loss on its own (`GPT.compiled` wires both):
+the same few graphs (with or without gradients, a full and a shorter last chunk) whatever B x T is,
+and the chunk size, hence the memory, of the eager loss.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +64,7 @@ def chunk_rows(n_rows: int, n_cols: int, chunk_elements: int = CHUNK_ELEMENTS) -
     return min(rows, max(n_rows, 1))
 
 
-def _chunk_loss(x_c, y_c, weight, vocab_size, softcap, want_grad: bool):
+def chunk_loss(x_c, y_c, weight, vocab_size, softcap, want_grad: bool):
     """Summed loss of one chunk and, if wanted, d(sum)/d(logits) in fp32 (with the softcap's chain rule)."""
     z = F.linear(x_c, weight).float()  # the matmul in the autocast dtype, the softmax in fp32
     if softcap:  # in place: one more chunk-sized buffer (tanh's output, kept for the gradient), not four
@@ -85,7 +94,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of softcap(x @ weight.T) over non-ignored targets; gradients made in forward."""
 
     @staticmethod
-    def forward(ctx, x, weight, targets, vocab_size: int, softcap, rows: int):
+    def forward(ctx, x, weight, targets, vocab_size: int, softcap, rows: int, chunk_fn):
         n_valid = (targets != IGNORE_INDEX).sum().clamp_min(1)  # a device tensor: no host sync
         want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.empty_like(x) if want_x else None
@@ -93,7 +102,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=x.device)
         for start in range(0, x.size(0), rows):
             x_c, y_c = x[start:start + rows], targets[start:start + rows]
-            loss_sum, g = _chunk_loss(x_c, y_c, weight, vocab_size, softcap, want_grad=True)
+            loss_sum, g = chunk_fn(x_c, y_c, weight, vocab_size, softcap, want_grad=True)
             total += loss_sum
             if want_x:
                 grad_x[start:start + rows] = g @ weight  # autocast runs these two in the matmul dtype
@@ -113,23 +122,30 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_x, grad_w = ctx.saved_tensors
         return (grad_x * grad_out.to(grad_x.dtype) if grad_x is not None else None,
                 grad_w * grad_out.to(grad_w.dtype) if grad_w is not None else None,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
+def compiled_chunk_loss(backend: str | Callable = "inductor") -> Callable:
+    """`chunk_loss` compiled on its own, for `linear_cross_entropy(..., chunk_fn=...)` under a compiled model."""
+    return torch.compile(chunk_loss, backend=backend)
+
+
+@torch.compiler.disable  # the chunk loop never enters a compiled graph (see the module docstring)
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab_size: int,
-                         softcap: float | None = None, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+                         softcap: float | None = None, chunk_elements: int = CHUNK_ELEMENTS,
+                         chunk_fn: Callable = chunk_loss) -> torch.Tensor:
     """Mean cross-entropy of the head `softcap(x @ weight.T)` against `targets` (-1 = ignore), chunk by chunk.
 
     x: (..., C) hidden states; weight: (V or padded V, C); targets: (...). Equal to
     `F.cross_entropy(logits_from(x, weight, vocab_size, softcap).float(), targets, ignore_index=-1)`
-    to rounding, without ever holding the whole logits tensor.
+    to rounding, without ever holding the whole logits tensor. `chunk_fn`: `chunk_loss`, or it compiled.
     """
     x2, y = x.reshape(-1, x.size(-1)), targets.reshape(-1)
     rows = chunk_rows(x2.size(0), weight.size(0), chunk_elements)
     if torch.is_grad_enabled() and (x2.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(x2, weight, y, vocab_size, softcap, rows)
+        return _LinearCrossEntropy.apply(x2, weight, y, vocab_size, softcap, rows, chunk_fn)
     n_valid = (y != IGNORE_INDEX).sum().clamp_min(1)
-    total = sum(_chunk_loss(x2[s:s + rows], y[s:s + rows], weight, vocab_size, softcap, want_grad=False)[0]
+    total = sum(chunk_fn(x2[s:s + rows], y[s:s + rows], weight, vocab_size, softcap, want_grad=False)[0]
                 for s in range(0, x2.size(0), rows))
     return total / n_valid
 
