@@ -32,6 +32,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from minigpt.errors import ConfigError
+from minigpt.slurm_launcher import check_submission
 from minigpt.validate import check_cluster, check_slurm_account
 
 
@@ -59,7 +60,7 @@ def check_plan(config: DictConfig) -> str:
     loader = GlobalHydra.instance().config_loader()
     n_jobs = len(count_sweep_jobs(config, loader)[0])
     if n_jobs > MAX_JOBS:
-        return (f"warning: this submits {n_jobs:,} jobs as one array (SLURM's default MaxArraySize is 1001), too many "
+        return (f"warning: this submits {n_jobs:,} jobs (arrays of at most cluster.max_array_size), too many "
                 f"to forecast here; `python -m minigpt.plan ... --max-jobs {n_jobs}` forecasts them")
     plan = expand_sweep(config, loader, max_jobs=n_jobs)
     history = load_history(["outputs"])
@@ -89,6 +90,7 @@ class SubmitCheck(Callback):
         def check() -> int:
             check_slurm_account(config.cluster)
             check_cluster(config.cluster)
+            check_submission(config)
             summary.append(check_plan(config))
             return 0
 

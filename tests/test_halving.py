@@ -160,6 +160,7 @@ def test_audit_agreement_on_a_constructed_case():
     ("train.seed=1", "needs >= 2 seeds"),
     ("model.n_head=4,2", "sweeps one key besides train.seed"),
     ("halving.baseline=7", "is not one of the arms"),
+    ("cluster.wait=false", "a halving sweep decides each rung from its runs' results, so it waits for every stage"),
     # an experiment preset brings its own optimizer recipe: the arms would differ in more than `experiment`
     ("optim.learning_rate=3e-3 experiment=quickstart,seed_standard",
      "the arms differ in optim.learning_rate_decay_frac as well as in the swept experiment"),

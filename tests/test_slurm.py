@@ -263,6 +263,105 @@ def test_hprc_preset_without_account_fails_in_one_line_before_submitting(tmp_pat
     assert not list(tmp_path.glob("outputs/multirun/.submitit/*_*"))  # nothing was submitted
 
 
+@pytest.mark.slurm
+def test_submit_and_go_returns_at_once_and_its_jobs_requeue_and_finish_on_their_own(local_slurm, tmp_path):
+    """cluster.wait=false: the command submits the array, prints each job's id and run dir, and returns while
+    the jobs are still in flight; the same command again submits nothing; `minigpt.status` follows the jobs
+    (queued or running, requeued at the 1-minute limit) until both finish on their own."""
+    from minigpt.slurm_jobs import in_flight, queue_states
+    from minigpt.status import collect
+
+    n_long, n_mid = steps_lasting(45), steps_lasting(30)  # the long one outlasts its time limit: requeued
+    command = ["minigpt.train", "--multirun", *SLURM, *RUN, "logger=none", "cluster.wait=false",
+               f"train.num_iterations={n_long},{n_mid}"]
+    long_dir, mid_dir = [tmp_path / job.run_dir for job in compose_command(command[2:], multirun=True).jobs]
+    env = {"OMP_NUM_THREADS": "1"}
+    try:
+        first = run_cli(command, cwd=tmp_path, env_extra=env, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+        ids = {d: json.loads((d / "slurm_job.json").read_text())["job_id"] for d in (long_dir, mid_dir)}
+        out = first.stdout + first.stderr
+        for d in (long_dir, mid_dir):
+            assert f"  job {ids[d]}  {d.relative_to(tmp_path)}" in out
+        assert "follow them: python -m minigpt.status outputs/multirun" in out
+        assert in_flight(long_dir, queue_states()) is not None  # it returned at once: 45 s of training are ahead
+        rows, problems = collect([str(tmp_path / "outputs" / "multirun")])
+        assert problems == [] and {r.state for r in rows} <= {"queued", "running"} and {r.job_id for r in rows} == set(ids.values())
+
+        # The same command while they are in flight: nothing is submitted again, and it says which are in flight.
+        arrays = sorted((tmp_path / "outputs" / "multirun" / ".submitit").iterdir())
+        again = run_cli(command, cwd=tmp_path, env_extra=env, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        out = again.stdout + again.stderr
+        assert "nothing submitted: all 2 job(s) are in flight" in out, out[-3000:]
+        for d in (long_dir, mid_dir):
+            assert f"in flight, not submitted again: job {ids[d]} (" in out
+            assert json.loads((d / "slurm_job.json").read_text())["job_id"] == ids[d]
+        assert sorted((tmp_path / "outputs" / "multirun" / ".submitit").iterdir()) == arrays
+
+        # Nobody waits: the jobs requeue and finish by themselves; status sees them through.
+        deadline, seen = time.time() + 900, set()
+        while True:
+            rows = {r.run_dir: r for r in collect([str(tmp_path / "outputs" / "multirun")])[0]}
+            seen |= {(r.run_dir, r.state, r.detail.startswith("requeued")) for r in rows.values()}
+            # "interrupted" is between segments: a job signalled at its last step saves, requeues and finishes then
+            if all(r.state in ("finished", "failed", "diverged") for r in rows.values()):
+                break
+            assert time.time() < deadline, f"jobs still in flight: {rows}"
+            time.sleep(5)
+    finally:  # a failed test leaves nothing running (scancel of a finished job does nothing)
+        subprocess.run(["scancel", *json_ids(tmp_path)], capture_output=True)
+    long_row, mid_row = rows[long_dir], rows[mid_dir]
+    assert (mid_row.state, mid_row.step, mid_row.total) == ("finished", n_mid, n_mid)
+    assert (long_row.state, long_row.step) == ("finished", n_long)
+    requeues = json.loads((long_dir / "run_summary.json").read_text())["segments"] - 1
+    assert requeues >= 1 and long_row.detail == f"requeued {requeues}x"
+    assert any(d == long_dir and state in ("queued", "running") and requeued for d, state, requeued in seen)
+    assert "Requeued job" in (long_dir / "train.log").read_text()
+    shown = run_cli(["minigpt.status", "outputs/multirun"], cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"finished (requeued {requeues}x)" in shown.stdout and "total: 2 job(s): 2 finished" in shown.stdout
+
+
+def json_ids(root: Path) -> list[str]:
+    """The SLURM job ids recorded under `root` (to cancel what a failed test left running)."""
+    return [json.loads(p.read_text())["job_id"] for p in root.rglob("slurm_job.json")]
+
+
+@pytest.mark.slurm
+def test_a_sweep_larger_than_max_array_size_goes_as_several_arrays_capped_by_array_parallelism(local_slurm, tmp_path):
+    command = ["minigpt.train", "--multirun", *SLURM, *RUN, "logger=none", "train.num_iterations=2",
+               "train.seed=1,2,3", "cluster.max_array_size=2", "cluster.array_parallelism=1"]
+    res = run_cli(command, cwd=tmp_path, env_extra={"OMP_NUM_THREADS": "1"}, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "submitted 3 job(s) as 2 arrays of at most 2 (cluster.max_array_size):" in res.stdout + res.stderr
+    scripts = sorted(p.read_text() for p in tmp_path.glob("outputs/multirun/.submitit/*/*_submission.sh"))
+    arrays = [line for text in scripts for line in text.splitlines() if line.startswith("#SBATCH --array")]
+    assert arrays == ["#SBATCH --array=0-1%1"] and len(scripts) == 2  # an array of 2, one at a time; then one job
+    for job in compose_command(command[2:], multirun=True).jobs:
+        assert json.loads((tmp_path / job.run_dir / "run_summary.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("cluster.max_array_size=0", "cluster.max_array_size=0 must be at least 1: set it to the cluster's MaxArraySize"),
+    ("cluster.array_parallelism=0", "cluster.array_parallelism=0 must be at least 1"),
+])
+def test_bad_array_settings_fail_in_one_line_before_submitting(tmp_path, setting, message):
+    res = run_cli(["minigpt.train", *SLURM, *RUN, setting], cwd=tmp_path)
+    errors = [line for line in (res.stdout + res.stderr).splitlines() if "error:" in line]
+    assert res.returncode == 2 and len(errors) == 1 and errors[0].startswith(f"error: {message}"), res.stderr[-2000:]
+    assert not list(tmp_path.glob("outputs/multirun/.submitit/*_*"))  # nothing was submitted
+
+
+def test_submit_and_go_refuses_a_search_sweeper(tmp_path):
+    res = run_cli(["minigpt.train", *SLURM, *RUN, "cluster.wait=false", "hydra/sweeper=optuna",
+                   "hydra.sweeper.n_trials=2", "optim.learning_rate=interval(1e-4,1e-2)"], cwd=tmp_path)
+    errors = [line for line in (res.stdout + res.stderr).splitlines() if "error:" in line]
+    assert res.returncode == 2 and len(errors) == 1, res.stderr[-2000:]
+    assert errors[0] == ("error: cluster.wait=false needs the jobs' results up front, but OptunaSweeper picks its "
+                         "next trials from them: drop cluster.wait=false for a search sweep")
+
+
 @pytest.mark.parametrize("overrides,message", [
     (["cluster.nodes=3", "cluster.max_nodes=2"], "cluster.nodes=3 is more than partition gpu's 2 nodes (cluster.max_nodes)"),
     (["cluster.gpus_per_node=2"], "cluster.tasks_per_node=1 does not match cluster.gpus_per_node=2"),

@@ -50,3 +50,7 @@ class ClusterConfig:
     gpu_hour_cost: float = 0.0
     node_hour_cost: float = 0.0
     cost_unit: str = "USD"
+    # Submitting to SLURM (minigpt/slurm_launcher.py). wait=false: submit, print each job's id and run dir, return.
+    wait: bool = True  # true: the command waits for the jobs (as Hydra's submitit launcher does); they requeue alone either way
+    max_array_size: int = 1001  # the cluster's MaxArraySize (`scontrol show config | grep MaxArraySize`): bigger sweeps go as several arrays
+    array_parallelism: int = 256  # at most this many jobs of one array run at once (sbatch --array=...%N)

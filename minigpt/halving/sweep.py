@@ -212,6 +212,9 @@ def read_sweep(argv: list[str]) -> Sweep:
         raise ConfigError(f"{arm_key} is set by the halving sweep in every stage: it cannot be the swept key")
     first = to_config(task_config(plan.jobs[0]))
     check_halving(first.halving, len(seeds), first.optim.schedule.value)
+    if not first.cluster.wait:
+        raise ConfigError("cluster.wait=false: a halving sweep decides each rung from its runs' results, so it waits "
+                          "for every stage; drop cluster.wait=false (and run the driver inside tmux)")
     identities = {}
     for job in plan.jobs:
         validate(to_config(task_config(job)))  # every job's own checks, before anything runs

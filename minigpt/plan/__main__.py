@@ -134,8 +134,9 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"warning: {line}")
     if cluster.account_required and not cluster.account:
         print(f"warning: submitting needs cluster.account=<account> (cluster={cluster.name})")
-    if plan.sweep_config is not None and "submitit" in str(plan.sweep_config.hydra.launcher.get("_target_", "")):
-        from minigpt.plan.sbatch import render_sbatch
+    from minigpt.plan.sbatch import render_sbatch, submits_with_submitit
+
+    if plan.sweep_config is not None and submits_with_submitit(plan.sweep_config):
 
         path = Path(args.sbatch or Path("outputs") / "plan" / f"{args.config_name or 'config'}.sbatch")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,18 +75,23 @@ def expand_sweep(sweep_config: DictConfig, config_loader: Any, max_jobs: int = M
     if len(job_overrides) > max_jobs:
         raise ConfigError(f"this sweep expands to {len(job_overrides):,} jobs (more than {max_jobs:,}): "
                           f"narrow the sweep's lists, or pass --max-jobs {len(job_overrides)} to plan it anyway")
+    return Plan(compose_jobs(sweep_config, config_loader, job_overrides), sweep_config, note)
+
+
+def compose_jobs(sweep_config: DictConfig, config_loader: Any, job_overrides: Any, first_num: int = 0) -> list[Job]:
+    """Each job of these overrides composed as its launcher composes it (numbered from `first_num`)."""
     jobs = []
     hydra_config, saved = HydraConfig.instance(), HydraConfig.instance().cfg
     try:
-        for num, overrides in enumerate(job_overrides):
+        for num, overrides in enumerate(job_overrides, first_num):
             config = config_loader.load_sweep_config(sweep_config, list(overrides))
             with open_dict(config):
                 config.hydra.job.id = num
                 config.hydra.job.num = num
             jobs.append(Job(num, list(overrides), config, _job_dir(config, multirun=True)))
     finally:
-        hydra_config.cfg = saved  # inside a Hydra run (the SLURM submit check), leave its HydraConfig as it was
-    return Plan(jobs, sweep_config, note)
+        hydra_config.cfg = saved  # inside a Hydra run (the SLURM submit check, the launcher), leave its HydraConfig as it was
+    return jobs
 
 
 def compose_command(overrides: list[str], *, multirun: bool = False, config_name: str | None = None,

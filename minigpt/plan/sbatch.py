@@ -16,6 +16,13 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 
+def submits_with_submitit(sweep_config: DictConfig) -> bool:
+    """Whether the launcher is Hydra's submitit launcher or a subclass (minigpt's, which the SLURM presets name):
+    their configs all extend the plugin's BaseQueueConf, which holds `submitit_folder`. (Not issubclass: Hydra's
+    plugin scan may load the plugin's module a second time, with classes of their own.)"""
+    return "submitit_folder" in (sweep_config.hydra.get("launcher") or {})
+
+
 def render_sbatch(sweep_config: DictConfig, n_jobs: int) -> str:
     """The script `sbatch` would receive for this multirun config's job array."""
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
