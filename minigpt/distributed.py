@@ -43,7 +43,16 @@ from minigpt.errors import ConfigError, RunFailure
 log = logging.getLogger("minigpt")
 
 LONG_TIMEOUT_S = 1800  # torch's gloo default; NCCL's (10 min) is too short for tokenizing a corpus on one rank
-_short_timeout: timedelta | None = None  # set after the first step (shorten_timeout)
+# (the default group, its short timeout), set after the first step (shorten_timeout); a group destroyed and
+# made anew in the same process (tests, the Python API) starts with the long one again
+_short_timeout: tuple[object, timedelta] | None = None
+
+
+def _current_short_timeout() -> timedelta | None:
+    if _short_timeout is None or not (dist.is_available() and dist.is_initialized()):
+        return None
+    group, timeout = _short_timeout
+    return timeout if group is dist.group.WORLD else None
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -208,17 +217,17 @@ def shorten_timeout(seconds: float) -> None:
     """From now on a collective that waits `seconds` for a peer fails (called after the first step: set-up,
     compilation and first-step warm-up ran under the long timeout). Idempotent, every rank alike."""
     global _short_timeout
-    if not (dist.is_available() and dist.is_initialized()) or _short_timeout == timedelta(seconds=seconds):
+    if not (dist.is_available() and dist.is_initialized()) or _current_short_timeout() == timedelta(seconds=seconds):
         return
-    _short_timeout = timedelta(seconds=seconds)
-    _set_timeout(_short_timeout)
+    _short_timeout = (dist.group.WORLD, timedelta(seconds=seconds))
+    _set_timeout(_short_timeout[1])
 
 
 @contextlib.contextmanager
 def long_timeout():
     """The long timeout inside the block (rank 0 writing a checkpoint while the others wait at a collective),
     the short one again after it; every rank enters the block at the same point."""
-    short = _short_timeout
+    short = _current_short_timeout()
     if short is not None:
         _set_timeout(timedelta(seconds=LONG_TIMEOUT_S))
     try:

@@ -256,3 +256,26 @@ def test_work_rank_0_does_alone_keeps_the_long_timeout_and_the_rest_has_the_shor
 
     mp.start_processes(_timeout_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn", join=True)
     assert (tmp_path / "rank1.txt").read_text() == "ok timed out"  # waited 4 s under long_timeout(), not outside it
+
+
+def test_a_shortened_timeout_is_forgotten_with_its_group(tmp_path):
+    """A group destroyed by its owner (a test, the Python API) takes its short timeout with it: a later block that
+    asks for the long timeout, with no group or with a new one, sets nothing on a group that is gone."""
+    import torch.distributed as dist
+
+    from minigpt import distributed
+
+    for attempt in range(2):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'store{attempt}'}", rank=0, world_size=1)
+        try:
+            if attempt == 0:
+                distributed.shorten_timeout(5)
+                with distributed.long_timeout():
+                    pass
+            else:  # a new group starts with the long timeout: a long block leaves it as it is
+                with distributed.long_timeout():
+                    pass
+        finally:
+            dist.destroy_process_group()
+    with distributed.long_timeout():  # no group at all (was: ValueError, default group not initialized)
+        pass

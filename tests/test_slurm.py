@@ -93,6 +93,17 @@ def start_cli(args: list[str], cwd: Path, log: Path, **env_extra: str) -> subpro
     return subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def stop_and_cancel(client: subprocess.Popen, *others: subprocess.Popen, submitted: list[Path]) -> None:
+    """A failed test leaves nothing running: kill the local processes and, unless the client succeeded, cancel
+    the jobs it submitted (submitit's folder per task, `<job id>[_<array task>]`)."""
+    for proc in (client, *others):
+        if proc.poll() is None:
+            proc.kill()
+    job_ids = {p.name.split("_")[0] for p in submitted if p.is_dir()}
+    if client.returncode != 0 and job_ids:
+        subprocess.run(["scancel", *sorted(job_ids)], capture_output=True)
+
+
 @pytest.mark.slurm
 def test_multirun_array_trains_both_jobs_and_requeues_the_timed_out_one_exactly(local_slurm, tmp_path):
     # Training of the long job outlasts the latest possible signal (40 s after the job starts).
@@ -108,12 +119,7 @@ def test_multirun_array_trains_both_jobs_and_requeues_the_timed_out_one_exactly(
         assert reference.wait(timeout=600) == 0, (tmp_path / "reference.log").read_text()[-3000:]
         assert client.wait(timeout=900) == 0, (tmp_path / "client.log").read_text()[-3000:]
     finally:
-        for proc in (client, reference):
-            if proc.poll() is None:
-                proc.kill()
-        job_ids = {p.name.split("_")[0] for p in tmp_path.glob("outputs/multirun/.submitit/*_*") if p.is_dir()}
-        if client.returncode != 0 and job_ids:
-            subprocess.run(["scancel", *sorted(job_ids)], capture_output=True)
+        stop_and_cancel(client, reference, submitted=list(tmp_path.glob("outputs/multirun/.submitit/*_*")))
 
     # One sweep dir with the two job dirs: the requeued job came back to its own run directory.
     assert sorted(p for p in (tmp_path / "outputs" / "multirun").iterdir() if p.is_dir() and not p.name.startswith(".")) == sorted(
@@ -202,11 +208,7 @@ def test_two_node_job_matches_one_process_agrees_on_master_and_requeues_exactly(
         assert four.returncode == 0, four.stderr[-3000:]
         assert client.wait(timeout=900) == 0, (tmp_path / "client.log").read_text()[-3000:]
     finally:
-        if client.poll() is None:
-            client.kill()
-        job_ids = {p.name for p in tmp_path.glob("outputs/multirun/.submitit/*") if p.is_dir()}
-        if client.returncode != 0 and job_ids:
-            subprocess.run(["scancel", *sorted(job_ids)], capture_output=True)
+        stop_and_cancel(client, submitted=list(tmp_path.glob("outputs/multirun/.submitit/*")))
 
     log = (job_dir / "train.log").read_text()
     for event in ("SIGUSR2 received: checkpoint saved", "Requeued job", "resumed from"):
@@ -397,12 +399,7 @@ def test_a_halving_sweep_runs_each_stage_as_one_job_array_and_decides_as_locally
         assert local.wait(timeout=900) == 0, (tmp_path / "local.log").read_text()[-3000:]
         assert client.wait(timeout=1500) == 0, (tmp_path / "slurm.log").read_text()[-3000:]
     finally:
-        for proc in (client, local):
-            if proc.poll() is None:
-                proc.kill()
-        job_ids = {p.name.split("_")[0] for p in tmp_path.glob("slurm/*/.submitit/*_*") if p.is_dir()}
-        if client.returncode != 0 and job_ids:
-            subprocess.run(["scancel", *sorted(job_ids)], capture_output=True)
+        stop_and_cancel(client, local, submitted=list(tmp_path.glob("slurm/*/.submitit/*_*")))
 
     states = {where: json.loads((tmp_path / where / "halving_state.json").read_text()) for where in ("local", "slurm")}
     assert states["slurm"]["done"] == states["local"]["done"] == ["trunk@8", "branch@10", "trunk@30"]
