@@ -148,7 +148,8 @@ def check_sweep_run_dirs(config: DictConfig) -> int:
             continue  # a job with a bad config fails on its own, as any multirun job does; the others still run
     if taken:
         more = f" (and {len(taken) - 1} more job(s) of this sweep)" if len(taken) > 1 else ""
-        raise RunDirTaken(taken[0] + more)
+        # a sweep's jobs get their dirs from hydra.sweep.dir, not the single run's hydra.run.dir
+        raise RunDirTaken(taken[0].replace("another hydra.run.dir", "another hydra.sweep.dir") + more)
     return 0
 
 

@@ -72,7 +72,7 @@ def test_a_multirun_forced_into_a_job_dir_with_other_settings_is_refused_before_
     assert "Traceback" not in changed.stderr
     (line,) = error_lines(changed)
     assert line.startswith(f"error: {job_dirs[0]} holds a run with other settings (optim.learning_rate: 0.003 -> 0.004)")
-    assert line.endswith("(and 1 more job(s) of this sweep)")
+    assert line.endswith("give this run another hydra.sweep.dir (and 1 more job(s) of this sweep)")
     assert {path: path.read_bytes() for path in kept} == kept  # no job ran, no .hydra/ rewritten
 
     rerun = run_cli([*sweep, "train.seed=0,1"], cwd=ROOT)  # the same sweep again: its finished jobs skip
