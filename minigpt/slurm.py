@@ -52,21 +52,22 @@ def check_plan(config: DictConfig) -> str:
     from hydra.core.global_hydra import GlobalHydra
 
     from minigpt.config import to_config
-    from minigpt.plan.compose import MAX_JOBS, count_sweep_jobs, expand_sweep, task_config
+    from minigpt.plan.compose import MAX_JOBS, compose_jobs, count_sweep_jobs, task_config
     from minigpt.plan.forecast import forecast_job
     from minigpt.plan.history import load_history
     from minigpt.rundir import run_state
 
     loader = GlobalHydra.instance().config_loader()
-    n_jobs = len(count_sweep_jobs(config, loader)[0])
+    job_overrides = count_sweep_jobs(config, loader)[0]
+    n_jobs = len(job_overrides)
     if n_jobs > MAX_JOBS:
         return (f"warning: this submits {n_jobs:,} jobs (arrays of at most cluster.max_array_size), too many "
                 f"to forecast here; `python -m minigpt.plan ... --max-jobs {n_jobs}` forecasts them")
-    plan = expand_sweep(config, loader, max_jobs=n_jobs)
+    jobs = compose_jobs(config, loader, job_overrides)  # the overrides just counted, not parsed again
     history = load_history(["outputs"])
     hours = cost = 0.0
     finished = 0
-    for job in plan.jobs:
+    for job in jobs:
         cfg = to_config(task_config(job))
         state = run_state(job.run_dir, cfg.train.num_iterations, rerun=cfg.train.rerun)
         finished += state.kind == "finished"
@@ -75,8 +76,8 @@ def check_plan(config: DictConfig) -> str:
             raise ConfigError(f"{job.run_dir.name}: {forecast.problems[0]} (python -m minigpt.plan shows the whole plan)")
         hours += forecast.gpu_hours or 0.0
         cost += forecast.cost or 0.0
-    unit = to_config(task_config(plan.jobs[0])).cluster.cost_unit
-    return (f"plan: {len(plan.jobs)} job(s), about {hours:.1f} GPU-hours, {cost:.0f} {unit}"
+    unit = to_config(task_config(jobs[0])).cluster.cost_unit
+    return (f"plan: {len(jobs)} job(s), about {hours:.1f} GPU-hours, {cost:.0f} {unit}"
             + (f"; {finished} already finished (they will skip at once)" if finished else ""))
 
 

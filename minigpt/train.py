@@ -129,7 +129,7 @@ def check_sweep_run_dirs(config: DictConfig) -> int:
     from hydra.core.global_hydra import GlobalHydra
 
     from minigpt.errors import ConfigError
-    from minigpt.plan.compose import MAX_JOBS, count_sweep_jobs, expand_sweep, task_config
+    from minigpt.plan.compose import MAX_JOBS, compose_jobs, count_sweep_jobs, task_config
     from minigpt.rundir import RUN_CONFIG_FILE, RunDirTaken, check_run_config
 
     loader = GlobalHydra.instance().config_loader()
@@ -137,7 +137,7 @@ def check_sweep_run_dirs(config: DictConfig) -> int:
     if search_note or len(job_overrides) > MAX_JOBS:
         return 0
     taken = []
-    for job in expand_sweep(config, loader).jobs:
+    for job in compose_jobs(config, loader, job_overrides):  # the overrides just counted, not parsed again
         if not (job.run_dir / RUN_CONFIG_FILE).exists():
             continue
         try:
